@@ -1,0 +1,1 @@
+"""chargen.export: checkpoint -> ONNX step graph, checked against torch."""

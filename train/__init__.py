@@ -1,0 +1,1 @@
+"""chargen.train: corpus, vocabulary, the torch model, the training loop, checkpoints."""

@@ -1,0 +1,360 @@
+"""The training loop: corpus -> checkpoints, metrics.jsonl and loss.png in a run folder.
+
+Reads top to bottom: set-up, then `while step < total_steps` with the sections
+# forward backward update, # clip the gradient, # log, # evaluate, # checkpoint.
+The batch order is a pure function of (seed, epoch), and the checkpoint carries
+the optimizer and RNG state, so a resumed run is the run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from chargen.runtime.contract import Vocab
+from chargen.train import checkpoint as ckpt
+from chargen.train import evaluate
+from chargen.train.config import MODEL_FIELDS, ConfigError, TrainConfig, make_config
+from chargen.train.data import Corpus, CorpusError, load_corpus, split
+from chargen.train.model import CharGRU, ModelConfig
+
+# A resumed run keeps its recipe; these may change when it continues.
+RESUMABLE_FIELDS = ("epochs", "max_steps", "eval_interval", "log_interval", "sample_length", "device")
+
+
+class TrainingError(Exception):
+    """Anything the user can fix; the message is one line."""
+
+
+@dataclass
+class RunResult:
+    out: Path
+    step: int
+    best_val_loss: float
+    interrupted: bool = False
+    evals: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- set-up helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda: no usable CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to --out {out}: {e.strerror or e}; choose another folder") from None
+
+
+class Batches:
+    """Non-overlapping windows of seq_len + 1 characters, shuffled once per epoch.
+
+    Each epoch starts its windows at a random offset in [0, seq_len), so every
+    character boundary is seen over the epochs, and uses a fixed number of
+    windows (what the largest offset leaves), so every epoch has the same steps.
+    """
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int):
+        self.ids, self.batch_size, self.seq_len, self.seed = ids, batch_size, seq_len, seed
+        self.windows = (len(ids) - seq_len) // seq_len
+        self.steps_per_epoch = self.windows // batch_size
+        self._epoch, self._starts = None, None
+
+    def get(self, epoch: int, index: int):
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            offset = int(torch.randint(self.seq_len, (1,), generator=g))
+            order = torch.randperm(self.windows, generator=g)
+            self._starts = offset + self.seq_len * order
+            self._epoch = epoch
+        starts = self._starts[index * self.batch_size : (index + 1) * self.batch_size]
+        window = starts[None, :] + torch.arange(self.seq_len + 1)[:, None]  # window: (T+1, B)
+        chunk = self.ids[window]
+        return chunk[:-1], chunk[1:]  # x, y: (T, B)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def plot_losses(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"], r["val_loss_windowed"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train (windowed)", lw=1, alpha=0.8)
+    if val:
+        steps, stateful, windowed = zip(*val)
+        ax.plot(steps, stateful, "o-", label="val (stateful)")
+        ax.plot(steps, windowed, "s--", label="val (windowed)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    """The records of an earlier run up to its checkpoint's step; later ones are work the crash lost."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if record.get("step", 0) <= up_to_step:
+            records.append(record)
+    return records
+
+
+def model_summary(model: CharGRU, console: Console) -> None:
+    c = model.config
+    rows = [
+        ("embedding", f"Embedding({c.vocab_size}, {c.embedding_dim})", model.embedding),
+        ("gru", f"GRU({c.hidden_size}) x {c.layers}", model.rnn),
+        ("dense", f"Linear({c.hidden_size}, {c.vocab_size})", model.head),
+    ]
+    for name, desc, module in rows:
+        console.print(f"  {name:<10} {desc:<26} {sum(p.numel() for p in module.parameters()):>12,}")
+    console.print(f"  Total params: {model.num_parameters():,}")
+
+
+class StopFlag:
+    """The first Ctrl-C asks the loop to checkpoint and stop; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+# ---------------------------------------------------------------- the run
+def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=False,
+                 console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=False, highlight=False)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        config = make_config(preset, **overrides)
+        corpus: Corpus = load_corpus(data)
+    except (ConfigError, CorpusError) as e:
+        raise TrainingError(str(e)) from None
+    out = Path(out) if out is not None else Path("runs") / corpus.name
+    vocab = Vocab.from_text(corpus.text)
+
+    # resume: the checkpoint's recipe, vocabulary and model size
+    checkpoint = None
+    if resume:
+        try:
+            checkpoint = ckpt.load(out / ckpt.LAST)
+        except ckpt.CheckpointError as e:
+            raise TrainingError(f"--resume: {e}; start without --resume to begin a new run") from None
+        saved = TrainConfig.from_dict(checkpoint["train_config"])
+        for name, value in overrides.items():
+            if name not in RESUMABLE_FIELDS and getattr(saved, name) != value:
+                kind = "model size" if name in MODEL_FIELDS else "recipe"
+                raise TrainingError(
+                    f"--resume: the checkpoint in {out} has {name}={getattr(saved, name)}, not {value}; "
+                    f"a resumed run keeps its {kind} (drop --{name.replace('_', '-')} or use a new --out)"
+                )
+            setattr(saved, name, value)
+        config = saved
+        if tuple(checkpoint["vocab"]) != vocab.chars:
+            raise TrainingError(
+                f"--resume: the checkpoint in {out} was trained on another vocabulary "
+                f"({len(checkpoint['vocab'])} symbols, this corpus has {len(vocab)}); use the same --data or a new --out"
+            )
+    elif (out / ckpt.LAST).exists():
+        raise TrainingError(f"{out} already holds a run; continue it with --resume, or choose another --out")
+    prepare_out(out)
+
+    train_text, val_text = split(corpus.text, config.val_fraction)
+    if len(train_text) < config.seq_len + 1:
+        raise TrainingError(
+            f"corpus {corpus.source} is too short: its training part has {len(train_text):,} characters, "
+            f"less than one window of --seq-len {config.seq_len} + 1; use a longer text or a smaller --seq-len"
+        )
+    train_ids = torch.tensor(vocab.encode(train_text), dtype=torch.long)
+    val_ids = np.array(vocab.encode(val_text), dtype=np.int64)
+    batches = Batches(train_ids, config.batch_size, config.seq_len, config.seed)
+    if batches.steps_per_epoch < 1:
+        raise TrainingError(
+            f"corpus {corpus.source} is too short for one batch: {batches.windows} window(s) of "
+            f"{config.seq_len + 1} characters, --batch-size {config.batch_size}; lower --batch-size or --seq-len"
+        )
+    if len(val_ids) < 2:
+        raise TrainingError(f"the validation part of {corpus.source} is under 2 characters; raise --val-fraction")
+    total_steps = config.epochs * batches.steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        # The recurrent GEMMs run in numpy's OpenBLAS on every core; torch's own
+        # pool would only spin against it (measured: 2.5x slower with both at 2).
+        torch.set_num_threads(1)
+    torch.manual_seed(config.seed)
+    model_config = ModelConfig(len(vocab), config.embedding_dim, config.hidden_size, config.layers, config.dropout)
+    model = CharGRU(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, best_val_loss = 0, math.inf
+    if checkpoint is not None:
+        if checkpoint["model_config"] != vars(model_config):
+            raise TrainingError(f"--resume: the checkpoint in {out} is of another model size: {checkpoint['model_config']}")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    metrics_path, plot_path = out / "metrics.jsonl", out / "loss.png"
+    records = read_metrics(metrics_path, step) if resume else []
+    with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten: drops what a crash left after the checkpoint
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    metrics = open(metrics_path, "a", encoding="utf-8")
+
+    console.print(f"[bold]chargen train[/] corpus {corpus.name} ({len(corpus.text):,} chars, {len(vocab)} symbols) "
+                  f"-> {out}  device {device.type}")
+    model_summary(model, console)
+    console.print(f"  {batches.steps_per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size} x {config.seq_len}"
+                  + (f", resuming at step {step}" if step else ""))
+
+    def make_checkpoint(val_loss):
+        return {
+            "format": ckpt.FORMAT, "version": ckpt.VERSION,
+            "model_config": vars(model_config), "train_config": config.to_dict(),
+            "vocab": list(vocab.chars), "corpus": corpus.name,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "epoch": step // batches.steps_per_epoch,
+            "best_val_loss": best_val_loss, "val_loss": val_loss,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+        }
+
+    def log(record):
+        records.append(record)
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+
+    prompt = [vocab.encode("\n")[0]] if "\n" in vocab else [0]
+    result = RunResult(out, step, best_val_loss)
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
+                        disable=not console.is_terminal)
+    losses, chars, t_last = [], 0, time.perf_counter()
+    with StopFlag() as stop, progress, metrics:
+        task = progress.add_task("training", total=total_steps, completed=step, status="")
+        while step < total_steps:
+            epoch, index = divmod(step, batches.steps_per_epoch)
+            x, y = batches.get(epoch, index)
+            x, y = x.to(device), y.to(device)
+            lr = learning_rate(config, step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # forward backward update
+            model.train()
+            with autocast:
+                loss, _ = model.loss(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # clip the gradient
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            losses.append(loss.item())
+            chars += x.numel()
+
+            # log
+            evaluating = step % config.eval_interval == 0 or step == total_steps
+            if step % config.log_interval == 0 or evaluating:
+                elapsed = time.perf_counter() - t_last
+                record = {"step": step, "epoch": step / batches.steps_per_epoch, "train_loss": float(np.mean(losses)),
+                          "chars_per_s": chars / elapsed if elapsed > 0 else 0.0, "lr": lr}
+                progress.update(task, completed=step,
+                                status=f"loss {record['train_loss']:.3f}  {record['chars_per_s']:,.0f} chars/s")
+                losses, chars = [], 0
+                if not evaluating:
+                    log(record)
+
+            # evaluate
+            if evaluating:
+                torch.set_num_threads(os.cpu_count() or 1) if device.type == "cpu" else None
+                val_loss = evaluate.stateful_loss(model, val_ids)
+                record["val_loss"] = val_loss
+                record["val_loss_windowed"] = evaluate.windowed_loss(model, val_ids, config.seq_len)
+                record["val_bpc"] = evaluate.bits_per_char(val_loss)
+                log(record)
+                text = vocab.decode(evaluate.sample(model, prompt, config.sample_length,
+                                                    torch.Generator().manual_seed(config.seed + step)))
+                torch.set_num_threads(1) if device.type == "cpu" else None
+                console.print(f"step {step}: train {record['train_loss']:.4f}  val {val_loss:.4f} "
+                              f"({record['val_bpc']:.3f} bpc)  val windowed {record['val_loss_windowed']:.4f}")
+                console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
+                result.evals.append(record)
+
+                # checkpoint
+                if val_loss < best_val_loss:
+                    best_val_loss = val_loss
+                    ckpt.save(make_checkpoint(val_loss), out / ckpt.BEST)
+                ckpt.save(make_checkpoint(val_loss), out / ckpt.LAST)
+                plot_losses(records, plot_path)
+                t_last = time.perf_counter()
+
+            if stop.requested:
+                ckpt.save(make_checkpoint(None), out / ckpt.LAST)
+                result.interrupted = True
+                console.print(f"interrupted: checkpoint saved at step {step}; continue with "
+                              f"`gen train --resume --out {out}`")
+                break
+
+    result.step, result.best_val_loss = step, best_val_loss
+    if not result.interrupted:
+        console.print(f"done: step {step}, best val_loss {best_val_loss:.4f} "
+                      f"({evaluate.bits_per_char(best_val_loss):.3f} bpc); checkpoints in {out}")
+    return result
