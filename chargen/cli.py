@@ -67,6 +67,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same run. [1337]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [auto]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(help="Checkpoint and stop after this step, keeping the full run's schedule; continue later with --resume.")] = None,
 ):
     """Train a character-level GRU on a text (corpus -> checkpoint)."""
     from chargen.train.loop import TrainingError, run_training
@@ -80,7 +81,8 @@ def train(
         seed=seed, device=device,
     )
     try:
-        result = run_training(data=data, out=out, preset=preset, overrides=overrides, resume=resume)
+        result = run_training(data=data, out=out, preset=preset, overrides=overrides, resume=resume,
+                              stop_after=stop_after)
     except TrainingError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -91,9 +93,218 @@ def train(
 
 
 # ---------------------------------------------------------------- export, eval (chargen.export)
+@app.command()
+def export(
+    output: Annotated[Path, typer.Argument(help="The .onnx file to write (its folder must exist).")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file or run folder. Default: the best checkpoint of the most recent run under runs/.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (half the size) or int8 (a quarter; recurrent weights quantized).")] = "fp32",
+    data: Annotated[Optional[Path], typer.Option(help="Text to check the export on (its validation split). Default: the checkpoint's corpus if found, else a pseudo-random sequence.")] = None,
+    check_steps: Annotated[int, typer.Option(help="Teacher-forced steps of the parity check, per stream.")] = 1000,
+):
+    """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
+    if precision not in ("fp32", "fp16", "int8"):
+        fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
+    if check_steps < 1000:
+        fail(f"--check-steps must be at least 1000, got {check_steps}")
+    from chargen.export.cli_support import print_export
+    from chargen.export.onnx_export import ExportError, export_checkpoint
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        with console.status("exporting", spinner="dots") as status:
+            result = export_checkpoint(
+                output, checkpoint, precision, data=data, steps=check_steps,
+                status=lambda msg: status.update(msg),
+            )
+    except ExportError as e:
+        fail(str(e))
+    print_export(result)
+
+
+@app.command(name="eval")
+def eval_(
+    model: Annotated[Optional[Path], typer.Option(help="A chargen .onnx model (onnxruntime; no torch needed).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A torch checkpoint file or run folder instead of --model.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file or folder of .txt files. Default: tiny-shakespeare.")] = None,
+    split: Annotated[str, typer.Option(help="val: the last --val-fraction of the text (as in training); all: the whole text.")] = "val",
+    val_fraction: Annotated[float, typer.Option(help="The fraction of the text that validates, as in training.")] = 0.1,
+    unknown: Annotated[str, typer.Option(help="Characters the model's vocabulary lacks: error, or skip them.")] = "error",
+):
+    """Loss (nats/char) and bits per char of a model on a text: one stateful pass."""
+    if (model is None) == (checkpoint is None):
+        fail("give exactly one of --model FILE.onnx or --checkpoint PATH")
+    if split not in ("val", "all"):
+        fail(f"unknown split {split!r}; use val or all")
+    if unknown not in ("error", "skip"):
+        fail(f"--unknown must be error or skip, not {unknown!r}")
+    from chargen.export.cli_support import print_eval
+    from chargen.export.evaluate import EvalError, OnnxModel, evaluate_onnx, load_eval_text
+
+    try:
+        if model is not None:
+            onnx_model = OnnxModel(model)  # a bad model fails before the text is read
+            text_name, text = load_eval_text(data, split, val_fraction)
+            result = evaluate_onnx(onnx_model, text, text_name=text_name, unknown=unknown)
+        else:
+            from chargen.export.onnx_export import ExportError, evaluate_checkpoint, load_checkpoint
+
+            try:
+                loaded = load_checkpoint(checkpoint)
+                text_name, text = load_eval_text(data, split, val_fraction)
+                result = evaluate_checkpoint(loaded, text, text_name=text_name, unknown=unknown)
+            except ExportError as e:
+                fail(str(e))
+    except EvalError as e:
+        fail(str(e))
+    print_eval(result)
+
 
 
 # ---------------------------------------------------------------- sample, bench (chargen.runtime)
+_MODEL_HELP = "The .onnx model written by `gen export` (it carries its own vocabulary and config)."
+
+
+def _load_model(path: Path, device: str, threads: Optional[int]):
+    """Model.load with every expected failure as a one-line error."""
+    from chargen.runtime.model import DeviceError, Model, ModelError
+
+    try:
+        return Model.load(path, device=device, threads=threads)
+    except (ModelError, DeviceError, ImportError, ValueError) as e:
+        fail(str(e))
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`gen sample | head`): point stdout at /dev/null so the exit flush
+    cannot fail again, and end quietly with status 0."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(0)
+
+
+def _unescape(text: str) -> str:
+    """\\n, \\t and \\\\ as newline, tab and backslash (typing a newline in a shell is awkward)."""
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
+    start: Annotated[Optional[str], typer.Option(help="Start string (the prompt). Default: a newline, or the model's first symbol.")] = None,
+    length: Annotated[int, typer.Option(help="Characters to generate after the start string, per sample.")] = 1000,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature: 1 as trained, lower is safer, 0 is greedy (argmax).")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample from the k most likely characters only (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: the smallest set of characters whose probability reaches p, in (0, 1] (1: all).")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same model, options and seed, same text. Default: a fresh one.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Samples to generate together as one batch; printed one after another.")] = 1,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample once it has generated this text (repeat for several; \\n and \\t are read as newline and tab).")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA if usable, else CPU), cpu or cuda.")] = "auto",
+    unknown: Annotated[str, typer.Option(help="Characters of the start string that the model does not know: error or skip.")] = "error",
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: 1, the fastest per character).")] = None,
+):
+    """Generate text from an exported model (ONNX + C sampler; no torch)."""
+    from chargen.runtime.contract import UnknownCharactersError
+    from chargen.runtime.generator import GenerationOptions, Generator
+
+    if length < 0:
+        fail(f"--length must be >= 0, not {length}")
+    if num_samples < 1:
+        fail(f"--num-samples must be >= 1, not {num_samples}")
+    if unknown not in ("error", "skip"):
+        fail(f"--unknown must be error or skip, not {unknown!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    try:
+        options = GenerationOptions(
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=length,
+            stop=tuple(_unescape(s) for s in stop) if stop else None,
+        )
+    except ValueError as e:
+        fail(str(e))
+    m = _load_model(model, device, threads)
+    if start is None:
+        start = "\n" if "\n" in m.vocab else m.vocab.chars[0]
+    generator = Generator(m, options, batch_size=num_samples)
+    try:
+        generator.feed(start, unknown=unknown)
+    except (UnknownCharactersError, ValueError) as e:
+        fail(str(e))
+    shown = start if unknown == "error" else "".join(c for c in start if c in m.vocab)
+
+    out = sys.stdout
+    live = out.isatty()  # a terminal sees every character as it comes; a pipe gets blocks
+    rest: list[list[str]] = [[] for _ in range(num_samples - 1)]
+    last = shown[-1:] if shown else ""
+    try:
+        if num_samples > 1:
+            out.write("--- sample 1 ---\n")
+        out.write(shown)
+        for chunk in generator:
+            c = chunk[0]
+            if c:
+                out.write(c)
+                last = c
+                if live:
+                    out.flush()
+            for parts, x in zip(rest, chunk[1:]):
+                parts.append(x)
+        if last != "\n":
+            out.write("\n")
+        for i, parts in enumerate(rest, start=2):
+            text = shown + "".join(parts)
+            out.write(f"--- sample {i} ---\n{text}")
+            if not text.endswith("\n"):
+                out.write("\n")
+        out.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: 1 at batch 1, all cores at batch 64).")] = None,
+    seconds: Annotated[float, typer.Option(help="About how long to measure each figure.")] = 2.0,
+    batch: Annotated[Optional[list[int]], typer.Option(help="Batch sizes to measure (repeatable). [1, 64]")] = None,
+    cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure import + load + first step in a fresh process.")] = True,
+):
+    """Measure the runtime on a model: chars/s, per-step split, cold start, memory."""
+    from chargen.runtime.bench import BenchError, format_report, run_bench
+
+    if seconds <= 0:
+        fail(f"--seconds must be > 0, not {seconds}")
+    sizes = batch or [1, 64]
+    if any(b < 1 for b in sizes):
+        fail("--batch sizes must be >= 1")
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    try:
+        report = run_bench(model, device=device, threads=threads, seconds=seconds,
+                           batch_sizes=sizes, cold_start=cold_start)
+    except BenchError as e:
+        fail(str(e))
+    try:
+        typer.echo(format_report(report))
+    except BrokenPipeError:
+        _quiet_broken_pipe()
 
 
 def main() -> None:

@@ -174,7 +174,7 @@ class StopFlag:
 
 # ---------------------------------------------------------------- the run
 def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=False,
-                 console: Console | None = None) -> RunResult:
+                 stop_after: int | None = None, console: Console | None = None) -> RunResult:
     console = console or Console(stderr=False, highlight=False)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
@@ -346,15 +346,15 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
                 plot_losses(records, plot_path)
                 t_last = time.perf_counter()
 
-            if stop.requested:
+            if stop.requested or step == stop_after:
                 ckpt.save(make_checkpoint(None), out / ckpt.LAST)
-                result.interrupted = True
-                console.print(f"interrupted: checkpoint saved at step {step}; continue with "
-                              f"`gen train --resume --out {out}`")
+                result.interrupted = stop.requested
+                console.print(f"{'interrupted' if stop.requested else 'stopped as asked'}: checkpoint saved at "
+                              f"step {step}; continue with `gen train --resume --out {out}`")
                 break
 
     result.step, result.best_val_loss = step, best_val_loss
-    if not result.interrupted:
+    if step == total_steps:
         console.print(f"done: step {step}, best val_loss {best_val_loss:.4f} "
                       f"({evaluate.bits_per_char(best_val_loss):.3f} bpc); checkpoints in {out}")
     return result

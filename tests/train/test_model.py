@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from chargen.train import evaluate
+from chargen.train.model import CharGRU, ModelConfig
+
+
+def test_tutorial_model_has_the_tutorial_parameter_count():
+    assert CharGRU(ModelConfig(65)).num_parameters() == 4_021_569
+
+
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (2, 0.3)])
+def test_fused_cpu_gru_matches_nn_gru_forward_and_gradients(layers, dropout):
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(11, 5, 7, layers=layers, dropout=dropout)).double().train()
+    tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+    h0 = torch.randn(layers, 3, 7, dtype=torch.double)
+    results = []
+    for fused in (True, False):
+        model.fused = fused
+        torch.manual_seed(1)  # same dropout masks on both paths
+        loss, h = model.loss(tokens, targets, h0)
+        grads = torch.autograd.grad(loss + h.square().sum(), list(model.parameters()))
+        results.append((loss, h, grads))
+    (l1, h1, g1), (l2, h2, g2) = results
+    if dropout == 0.0:
+        assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(h1, h2, atol=1e-12)
+        for a, b in zip(g1, g2):
+            assert torch.allclose(a, b, atol=1e-10)
+    else:  # nn.GRU draws its inter-layer masks differently; the losses are both finite and close
+        assert torch.isfinite(l1) and abs(l1.item() - l2.item()) < 0.5
+
+
+def test_fused_gradcheck():
+    torch.manual_seed(0)
+    from chargen.train.model import FusedGRU
+
+    gi = torch.randn(4, 2, 9, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.double, requires_grad=True)
+    w = torch.randn(9, 3, dtype=torch.double, requires_grad=True)
+    b = torch.randn(9, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(FusedGRU.apply, (gi, h0, w, b))
+
+
+def test_numpy_evaluation_matches_torch():
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(13, 8, 16, layers=2)).eval()
+    ids = np.random.default_rng(0).integers(0, 13, 3000)
+    with torch.no_grad():
+        logits, _ = model(torch.as_tensor(ids[:-1])[:, None])
+        stateful = torch.nn.functional.cross_entropy(logits[:, 0], torch.as_tensor(ids[1:])).item()
+        windows = torch.as_tensor(ids[: 29 * 100 + 1])
+        x = windows[:-1].reshape(29, 100).T
+        y = windows[1:].reshape(29, 100).T
+        logits, _ = model(x)
+        windowed = torch.nn.functional.cross_entropy(logits.reshape(-1, 13), y.reshape(-1)).item()
+    assert evaluate.stateful_loss(model, ids) == pytest.approx(stateful, abs=1e-5)
+    assert evaluate.windowed_loss(model, ids, 100) == pytest.approx(windowed, abs=1e-5)
+    # the stateful pass runs in chunks: a text longer than one chunk gives the same answer
+    old = evaluate.CHUNK
+    try:
+        evaluate.CHUNK = 700
+        assert evaluate.stateful_loss(model, ids) == pytest.approx(stateful, abs=1e-5)
+    finally:
+        evaluate.CHUNK = old
+
+
+def test_sampling_uses_its_own_generator_only():
+    model = CharGRU(ModelConfig(13, 8, 16))
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = evaluate.sample(model, [1, 2], 30, torch.Generator().manual_seed(3))
+    assert torch.equal(before, torch.get_rng_state())
+    assert a == evaluate.sample(model, [1, 2], 30, torch.Generator().manual_seed(3))
+    assert len(a) == 30 and all(0 <= i < 13 for i in a)

@@ -1,0 +1,162 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from chargen.train import checkpoint as ckpt
+from conftest import TINY, gen
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_train_writes_checkpoints_metrics_and_plot(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    r = gen("train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "12", "--eval-interval", "6")
+    assert r.returncode == 0, r.stderr
+    assert "Total params" in r.stdout and "step 12" in r.stdout
+    for name in ("best.pt", "last.pt", "loss.png", "metrics.jsonl"):
+        assert (out / name).stat().st_size > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12]
+    for record in records:
+        assert {"step", "epoch", "train_loss", "chars_per_s"} <= record.keys()
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    for record in evals:
+        assert record["val_bpc"] == pytest.approx(record["val_loss"] / math.log(2))
+        assert 0 < record["val_loss_windowed"] < 6
+    # a real model learns: the loss falls well below uniform guessing
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    last = torch.load(out / "last.pt", weights_only=True)  # loads without pickle
+    assert last["step"] == 12 and last["format"] == ckpt.FORMAT
+    assert last["best_val_loss"] == min(r["val_loss"] for r in evals)
+    assert torch.load(out / "best.pt", weights_only=True)["val_loss"] == last["best_val_loss"]
+
+
+RECIPE = ["--max-steps", "16", "--eval-interval", "4", "--schedule", "cosine", "--warmup-steps", "3",
+          "--dropout", "0.2", "--layers", "2", "--seed", "7"]
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file):
+    straight, split_run = tmp_path / "straight", tmp_path / "split"
+    assert gen("train", "--data", corpus_file, "--out", straight, *TINY, *RECIPE).returncode == 0
+    # stop half-way, keeping the 16-step cosine schedule
+    r = gen("train", "--data", corpus_file, "--out", split_run, *TINY, *RECIPE, "--stop-after", "9")
+    assert r.returncode == 0, r.stderr
+    assert torch.load(split_run / "last.pt", weights_only=True)["step"] == 9
+    r = gen("train", "--data", corpus_file, "--out", split_run, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = weights(straight / "last.pt"), weights(split_run / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in (split_run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start(args):
+    return subprocess.Popen([sys.executable, "-m", "chargen", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    proc = start(["train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "100000",
+                  "--eval-interval", "100000"])
+    assert wait_for(lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stdout
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert 0 < saved["step"] < 100000
+    r = gen("train", "--data", corpus_file, "--out", out, "--resume", "--max-steps", str(saved["step"] + 2))
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == saved["step"] + 2
+
+
+def test_kill_9_leaves_a_loadable_checkpoint(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    proc = start(["train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "100000",
+                  "--eval-interval", "3", "--sample-length", "0"])
+    assert wait_for(lambda: (out / "last.pt").exists())
+    time.sleep(1.0)  # let it be in the middle of later steps and saves
+    proc.kill()
+    proc.wait()
+    saved = ckpt.load(out / "last.pt")
+    assert saved["step"] >= 3 and saved["step"] % 3 == 0
+    r = gen("train", "--data", corpus_file, "--out", out, "--resume", "--max-steps", str(saved["step"] + 3))
+    assert r.returncode == 0, r.stderr
+
+
+def error_of(r):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_bad_input_gets_one_line_errors(tmp_path, corpus_file):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("To be or not to be")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("hello caf".encode() + "é".encode("latin-1") + b" more")
+    no_txt = tmp_path / "folder"
+    no_txt.mkdir()
+    (no_txt / "notes.md").write_text("not a txt")
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    cases = [
+        (["--data", tmp_path / "missing.txt"], "missing.txt"),
+        (["--data", empty], "empty"),
+        (["--data", short, "--seq-len", "100"], "too short"),
+        (["--data", latin1], "byte offset 9"),
+        (["--data", no_txt], ".txt"),
+        (["--data", corpus_file, "--out", a_file / "sub"], "cannot write"),
+        (["--data", corpus_file, "--batch-size", "0"], "--batch-size"),
+        (["--data", corpus_file, "--lr", "-1"], "--lr"),
+        (["--data", corpus_file, "--val-fraction", "1.5"], "--val-fraction"),
+        (["--data", corpus_file, "--val-fraction", "0"], "--val-fraction"),
+        (["--data", corpus_file, "--device", "tpu"], "--device"),
+        (["--data", corpus_file, "--out", tmp_path / "none", "--resume"], "--resume"),
+        (["--data", corpus_file, "--preset", "huge"], "preset"),
+    ]
+    for args, expected in cases:
+        line = error_of(gen("train", *args, "--out", tmp_path / "o") if "--out" not in args else gen("train", *args))
+        assert expected in line, (args, line)
+
+
+def test_resume_refuses_another_vocabulary_or_model_size(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    assert gen("train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "2",
+               "--eval-interval", "2").returncode == 0
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text().upper() + "~~~~")
+    assert "vocabulary" in error_of(gen("train", "--data", other, "--out", out, "--resume"))
+    assert "model size" in error_of(gen("train", "--data", corpus_file, "--out", out, "--resume",
+                                        "--hidden-size", "64"))
+    # and a fresh run never overwrites an existing one
+    assert "--resume" in error_of(gen("train", "--data", corpus_file, "--out", out, *TINY))
+    # a truncated checkpoint is refused, not half-loaded
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    assert "corrupt" in error_of(gen("train", "--data", corpus_file, "--out", out, "--resume"))
