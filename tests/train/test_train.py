@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from chargen.train import checkpoint as ckpt
-from conftest import TINY, gen
+from trainkit import TINY, gen
 
 
 def weights(path):
