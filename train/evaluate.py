@@ -121,11 +121,21 @@ def stateful_loss(model: CharGRU, ids: np.ndarray) -> float:
 @torch.no_grad()
 def windowed_loss(model: CharGRU, ids: np.ndarray, seq_len: int, batch_size: int = 256) -> float:
     """Mean cross-entropy over windows of seq_len characters, each from a zero state."""
+    total, count = windowed_nll(model, ids, seq_len, batch_size)
+    return total / count
+
+
+@torch.no_grad()
+def windowed_nll(model: CharGRU, ids: np.ndarray, seq_len: int, batch_size: int = 256,
+                 shard: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """(summed cross-entropy, predictions) over this shard's windows: shard (rank, world) takes every world-th."""
     model.eval()
     ids = np.asarray(ids, dtype=np.int64)
     n_windows = max(1, (len(ids) - 1) // seq_len)
     T = min(seq_len, len(ids) - 1)
-    starts = np.arange(n_windows) * seq_len
+    rank, world = shard
+    starts = np.arange(n_windows)[rank::world] * seq_len
+    n_windows = len(starts)
     offsets = np.arange(T)
     total, count = 0.0, 0
     device = model.head.weight.device
@@ -144,7 +154,7 @@ def windowed_loss(model: CharGRU, ids: np.ndarray, seq_len: int, batch_size: int
                 reduction="sum",
             ).item()
         count += y.size
-    return total / count
+    return total, count
 
 
 @torch.no_grad()

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chargen.runtime.contract import Vocab
 from chargen.train import checkpoint as ckpt
-from chargen.train import evaluate
+from chargen.train import distributed, evaluate
 from chargen.train.config import MODEL_FIELDS, ConfigError, TrainConfig, make_config
 from chargen.train.data import Corpus, CorpusError, load_corpus, split
 from chargen.train.model import CharGRU, ModelConfig
@@ -175,13 +177,42 @@ class StopFlag:
 # ---------------------------------------------------------------- the run
 def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=False,
                  stop_after: int | None = None, console: Console | None = None) -> RunResult:
-    console = console or Console(stderr=False, highlight=False)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
         config = make_config(preset, **overrides)
-        corpus: Corpus = load_corpus(data)
-    except (ConfigError, CorpusError) as e:
+    except ConfigError as e:
         raise TrainingError(str(e)) from None
+    device = resolve_device(config.device)
+    ddp = distributed.setup(device.type == "cuda")
+    if ddp.enabled and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+    console = console or Console(stderr=False, highlight=False, quiet=not ddp.is_main)
+    try:
+        return _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console)
+    except torch.distributed.DistError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(f"rank {ddp.rank}: lost contact with the other ranks ({reason}); "
+                            "restart with --resume from the last good checkpoint") from None
+    finally:
+        ddp.close()
+
+
+def _load_corpus_once(ddp: distributed.Dist, data) -> Corpus:
+    """Rank 0 alone downloads; the others read the cache it filled."""
+    error = None
+    if ddp.is_main:
+        try:
+            corpus = load_corpus(data)
+        except CorpusError as e:
+            error = str(e)
+    error = ddp.broadcast(error)
+    if error is not None:
+        raise TrainingError(error)
+    return corpus if ddp.is_main else load_corpus(data, progress=False)
+
+
+def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console) -> RunResult:
+    corpus = _load_corpus_once(ddp, data)
     out = Path(out) if out is not None else Path("runs") / corpus.name
     vocab = Vocab.from_text(corpus.text)
 
@@ -209,7 +240,12 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
             )
     elif (out / ckpt.LAST).exists():
         raise TrainingError(f"{out} already holds a run; continue it with --resume, or choose another --out")
-    prepare_out(out)
+    if ddp.is_main:
+        prepare_out(out)
+    if config.batch_size % ddp.world:
+        raise TrainingError(f"--batch-size {config.batch_size} is the global batch; it must divide evenly "
+                            f"among the {ddp.world} processes")
+    local_batch = config.batch_size // ddp.world
 
     train_text, val_text = split(corpus.text, config.val_fraction)
     if len(train_text) < config.seq_len + 1:
@@ -231,7 +267,6 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
-    device = resolve_device(config.device)
     if device.type == "cpu":
         # The recurrent GEMMs run in numpy's OpenBLAS on every core; torch's own
         # pool would only spin against it (measured: 2.5x slower with both at 2).
@@ -252,14 +287,17 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    train_model = DistributedDataParallel(model) if ddp.enabled else model
+
     metrics_path, plot_path = out / "metrics.jsonl", out / "loss.png"
     records = read_metrics(metrics_path, step) if resume else []
-    with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten: drops what a crash left after the checkpoint
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    metrics = open(metrics_path, "a", encoding="utf-8")
+    if ddp.is_main:
+        with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten: drops what a crash left after the checkpoint
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    metrics = open(metrics_path if ddp.is_main else os.devnull, "a", encoding="utf-8")
 
     console.print(f"[bold]chargen train[/] corpus {corpus.name} ({len(corpus.text):,} chars, {len(vocab)} symbols) "
-                  f"-> {out}  device {device.type}")
+                  f"-> {out}  device {device.type}" + (f" x {ddp.world} processes" if ddp.enabled else ""))
     model_summary(model, console)
     console.print(f"  {batches.steps_per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size} x {config.seq_len}"
                   + (f", resuming at step {step}" if step else ""))
@@ -291,8 +329,9 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
         task = progress.add_task("training", total=total_steps, completed=step, status="")
         while step < total_steps:
             epoch, index = divmod(step, batches.steps_per_epoch)
-            x, y = batches.get(epoch, index)
-            x, y = x.to(device), y.to(device)
+            x, y = batches.get(epoch, index)  # the global batch; this process takes its share
+            shard = slice(ddp.rank * local_batch, (ddp.rank + 1) * local_batch)
+            x, y = x[:, shard].to(device), y[:, shard].to(device)
             lr = learning_rate(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -300,21 +339,22 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
             # forward backward update
             model.train()
             with autocast:
-                loss, _ = model.loss(x, y)
+                logits, _ = train_model(x)  # logits: (T, B, V)
+                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the gradients of all processes here
             # clip the gradient
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             step += 1
             losses.append(loss.item())
-            chars += x.numel()
+            chars += x.numel() * ddp.world
 
             # log
             evaluating = step % config.eval_interval == 0 or step == total_steps
             if step % config.log_interval == 0 or evaluating:
                 elapsed = time.perf_counter() - t_last
-                record = {"step": step, "epoch": step / batches.steps_per_epoch, "train_loss": float(np.mean(losses)),
+                record = {"step": step, "epoch": step / batches.steps_per_epoch, "train_loss": ddp.mean(float(np.mean(losses))),
                           "chars_per_s": chars / elapsed if elapsed > 0 else 0.0, "lr": lr}
                 progress.update(task, completed=step,
                                 status=f"loss {record['train_loss']:.3f}  {record['chars_per_s']:,.0f} chars/s")
@@ -325,13 +365,17 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
             # evaluate
             if evaluating:
                 torch.set_num_threads(os.cpu_count() or 1) if device.type == "cpu" else None
-                val_loss = evaluate.stateful_loss(model, val_ids)
+                # one stateful pass cannot be split; the windows are shared out among the processes
+                val_loss = ddp.broadcast(evaluate.stateful_loss(model, val_ids) if ddp.is_main else None)
+                total, count = ddp.sum(evaluate.windowed_nll(model, val_ids, config.seq_len,
+                                                             shard=(ddp.rank, ddp.world)))
                 record["val_loss"] = val_loss
-                record["val_loss_windowed"] = evaluate.windowed_loss(model, val_ids, config.seq_len)
+                record["val_loss_windowed"] = total / count
                 record["val_bpc"] = evaluate.bits_per_char(val_loss)
                 log(record)
                 text = vocab.decode(evaluate.sample(model, prompt, config.sample_length,
-                                                    torch.Generator().manual_seed(config.seed + step)))
+                                                    torch.Generator().manual_seed(config.seed + step))
+                                    if ddp.is_main else [])
                 torch.set_num_threads(1) if device.type == "cpu" else None
                 console.print(f"step {step}: train {record['train_loss']:.4f}  val {val_loss:.4f} "
                               f"({record['val_bpc']:.3f} bpc)  val windowed {record['val_loss_windowed']:.4f}")
@@ -341,15 +385,20 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
                 # checkpoint
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss
-                    ckpt.save(make_checkpoint(val_loss), out / ckpt.BEST)
-                ckpt.save(make_checkpoint(val_loss), out / ckpt.LAST)
-                plot_losses(records, plot_path)
+                    if ddp.is_main:
+                        ckpt.save(make_checkpoint(val_loss), out / ckpt.BEST)
+                if ddp.is_main:
+                    ckpt.save(make_checkpoint(val_loss), out / ckpt.LAST)
+                    plot_losses(records, plot_path)
                 t_last = time.perf_counter()
 
-            if stop.requested or step == stop_after:
-                ckpt.save(make_checkpoint(None), out / ckpt.LAST)
-                result.interrupted = stop.requested
-                console.print(f"{'interrupted' if stop.requested else 'stopped as asked'}: checkpoint saved at "
+            # every process must agree to stop at the same step, or the others would wait for it
+            stopping = ddp.any(stop.requested) if ddp.enabled else stop.requested
+            if stopping or step == stop_after:
+                if ddp.is_main:
+                    ckpt.save(make_checkpoint(None), out / ckpt.LAST)
+                result.interrupted = stopping
+                console.print(f"{'interrupted' if stopping else 'stopped as asked'}: checkpoint saved at "
                               f"step {step}; continue with `gen train --resume --out {out}`")
                 break
 
