@@ -153,7 +153,10 @@ def eval_(
             try:
                 loaded = load_checkpoint(checkpoint)
                 text_name, text = load_eval_text(data, split, val_fraction)
-                result = evaluate_checkpoint(loaded, text, text_name=text_name, unknown=unknown)
+                from rich.console import Console
+
+                with Console(stderr=True).status(f"evaluating {loaded[0]} (torch) on {len(text):,} characters"):
+                    result = evaluate_checkpoint(loaded, text, text_name=text_name, unknown=unknown)
             except ExportError as e:
                 fail(str(e))
     except EvalError as e:
@@ -217,7 +220,7 @@ def sample(
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample once it has generated this text (repeat for several; \\n and \\t are read as newline and tab).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA if usable, else CPU), cpu or cuda.")] = "auto",
     unknown: Annotated[str, typer.Option(help="Characters of the start string that the model does not know: error or skip.")] = "error",
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: 1, the fastest per character).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: one per core, the fastest; 1 spares a busy machine).")] = None,
 ):
     """Generate text from an exported model (ONNX + C sampler; no torch)."""
     from chargen.runtime.contract import UnknownCharactersError
@@ -275,13 +278,20 @@ def sample(
         out.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except KeyboardInterrupt:  # Ctrl-C: stop where we are, no traceback
+        try:
+            out.write("\n")
+            out.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        raise typer.Exit(130)
 
 
 @app.command()
 def bench(
     model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: 1 at batch 1, all cores at batch 64).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: one per core).")] = None,
     seconds: Annotated[float, typer.Option(help="About how long to measure each figure.")] = 2.0,
     batch: Annotated[Optional[list[int]], typer.Option(help="Batch sizes to measure (repeatable). [1, 64]")] = None,
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure import + load + first step in a fresh process.")] = True,

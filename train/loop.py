@@ -306,7 +306,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         return {
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
             "model_config": vars(model_config), "train_config": config.to_dict(),
-            "vocab": list(vocab.chars), "corpus": corpus.name,
+            "vocab": list(vocab.chars), "corpus": corpus.name, "corpus_source": corpus.source,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "epoch": step // batches.steps_per_epoch,
             "best_val_loss": best_val_loss, "val_loss": val_loss,

@@ -1,0 +1,430 @@
+"""The ONNX step graph of a CharGRU, built from plain ops with onnx.helper.
+
+One call of the graph is one character for B streams:
+
+    inputs   token   int64   [B]        one symbol id per stream
+             h       float32 [L, B, H]  hidden state in
+    outputs  logits  float32 [B, V]
+             h_out   float32 [L, B, H]  hidden state out
+
+The GRU is torch's (gate order r, z, n; ONNX linear_before_reset=1):
+
+    gi = x W_ih^T + b_ih            gh = h W_hh^T + b_hh
+    r  = sigmoid(gi_r + gh_r)       z  = sigmoid(gi_z + gh_z)
+    n  = tanh(gi_n + r * gh_n)      h' = (1 - z) * n + z * h = n + z * (h - n)
+
+written with Gather / MatMul / Add / Sigmoid / Tanh / Mul / Sub / Split, not
+the ONNX GRU op and not through torch.onnx:
+
+* layer 0's Embedding and input projection fold into one [V, 3H] table
+  (emb @ W_ih^T + b_ih, plus the r and z parts of b_hh, which only ever add to
+  gi), gathered by token: no input MatMul at all;
+* the recurrent product is one [H, 3H] MatMul for all three gates, plus
+  b_hh's n part (the only bias that sits inside r * (...));
+* the r and z gates share one Add and one Sigmoid over [B, 2H].
+
+This module imports numpy and onnx only (no torch), so runtime tests can
+build graphs from random weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from chargen.runtime.contract import (
+    BATCH_AXIS,
+    FORMAT_VERSION,
+    INPUT_H,
+    INPUT_TOKEN,
+    META_CONFIG,
+    META_CORPUS,
+    META_FORMAT,
+    META_PRECISION,
+    META_VAL_LOSS,
+    META_VOCAB,
+    OUTPUT_H,
+    OUTPUT_LOGITS,
+    Vocab,
+)
+
+__all__ = [
+    "OPSET",
+    "PRECISIONS",
+    "GraphOptions",
+    "GraphError",
+    "build_step_graph",
+    "build_graph",
+    "build_gru_op_graph",
+    "numpy_step",
+]
+
+OPSET = 17
+PRECISIONS = ("fp32", "fp16", "int8")
+PRODUCER = "chargen"
+HEAD_MATMUL = "head_matmul"  # node name of the head's MatMul (int8 leaves it in float32)
+
+
+class GraphError(ValueError):
+    """Weights or config that do not make a CharGRU step graph; one-line message."""
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """How the step is written. The defaults are what measured fastest (see
+    benchmarks/bench_export.py); the others exist to be measured and tested.
+
+    fold_hh_bias: fold b_hh's r and z parts into the gi side (layer 0: into the
+                  gather table), leaving one [B, H] Add for b_hh's n part.
+    fused_gates:  one [H, 3H] recurrent MatMul (and one [V, 3H] table), split after;
+                  False: [H, 2H] for r|z and [H, H] for n, no Split of gh or gi.
+    fp16:         how a precision="fp16" graph stores its weights:
+                  "weights": fp16 initializers, each Cast to float32 (onnxruntime
+                             folds the Cast at session start: half the file,
+                             float32 arithmetic);
+                  "full":    float16 arithmetic throughout, Cast at the inputs
+                             and outputs so the interface stays float32.
+    reset_after:  True is torch's GRU (linear_before_reset=1). False writes the
+                  *other* GRU formula, n = tanh(gi_n + (r * h) W_hn^T + b_hn):
+                  wrong for torch weights; only for testing that the parity
+                  check catches it.
+    swap_rz:      True swaps the r and z gates: wrong; only for testing.
+    """
+
+    fold_hh_bias: bool = True
+    fused_gates: bool = True
+    fp16: str = "weights"
+    reset_after: bool = True
+    swap_rz: bool = False
+
+
+def _config_ints(model_config: dict) -> tuple[int, int, int, int]:
+    try:
+        V = int(model_config["vocab_size"])
+        E = int(model_config["embedding_dim"])
+        H = int(model_config["hidden_size"])
+        L = int(model_config["layers"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise GraphError(f"model config lacks a usable {e}: {model_config!r}") from None
+    if min(V, E, H, L) < 1:
+        raise GraphError(f"model config sizes must be >= 1: {model_config!r}")
+    return V, E, H, L
+
+
+def _check_weights(weights: dict, V: int, E: int, H: int, L: int) -> dict[str, np.ndarray]:
+    want = {"embedding.weight": (V, E), "head.weight": (V, H), "head.bias": (V,)}
+    for k in range(L):
+        want[f"rnn.weight_ih_l{k}"] = (3 * H, E if k == 0 else H)
+        want[f"rnn.weight_hh_l{k}"] = (3 * H, H)
+        want[f"rnn.bias_ih_l{k}"] = (3 * H,)
+        want[f"rnn.bias_hh_l{k}"] = (3 * H,)
+    out = {}
+    for name, shape in want.items():
+        if name not in weights:
+            raise GraphError(f"weights lack {name!r}")
+        a = np.asarray(weights[name])
+        if a.shape != shape:
+            raise GraphError(f"weight {name!r} has shape {a.shape}, expected {shape} for the model config")
+        out[name] = a.astype(np.float64)  # fold in float64, round once to the storage type
+    return out
+
+
+class _Builder:
+    def __init__(self, wdtype: np.dtype, cast_weights: bool):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.wdtype = wdtype  # storage type of weights
+        self.cast_weights = cast_weights  # Cast stored weights to float32 in the graph
+        self._n = 0
+        self._consts: set[str] = set()
+        self.const_values: dict[str, np.ndarray] = {}
+
+    def name(self, base: str) -> str:
+        self._n += 1
+        return f"{base}_{self._n}"
+
+    def node(self, op: str, inputs: list[str], base: str, n_out: int = 1, **attrs) -> list[str] | str:
+        for name in inputs:
+            if name in self.const_values:
+                self.const(name, self.const_values[name])
+        outs = [self.name(base) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=self.name(op), **attrs))
+        return outs if n_out > 1 else outs[0]
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        """An int64 (shape, index) constant: always stored as is, once per name."""
+        if name not in self._consts:
+            self._consts.add(name)
+            self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        """A float weight in the storage type; Cast to float32 if asked."""
+        stored = np.ascontiguousarray(array.astype(self.wdtype))
+        self.inits.append(numpy_helper.from_array(stored, name))
+        if self.cast_weights:
+            return self.node("Cast", [name], name + "_f32", to=TensorProto.FLOAT)
+        return name
+
+
+def build_graph(
+    weights: dict[str, np.ndarray],
+    model_config: dict,
+    vocab: Vocab,
+    *,
+    corpus: str = "",
+    val_loss: float | None = None,
+    precision: str = "fp32",
+    options: GraphOptions = GraphOptions(),
+) -> onnx.ModelProto:
+    """build_step_graph with the GraphOptions that pick how the step is written."""
+    if precision not in PRECISIONS:
+        raise GraphError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    V, E, H, L = _config_ints(model_config)
+    if len(vocab) != V:
+        raise GraphError(f"the vocabulary has {len(vocab)} symbols but the model config says vocab_size={V}")
+    w = _check_weights(weights, V, E, H, L)
+
+    fp16 = precision == "fp16"
+    full16 = fp16 and options.fp16 == "full"
+    if fp16 and options.fp16 not in ("weights", "full"):
+        raise GraphError(f"unknown fp16 mode {options.fp16!r}")
+    b = _Builder(np.float16 if fp16 else np.float32, cast_weights=fp16 and not full16)
+
+    h_all = INPUT_H
+    if full16:
+        h_all = b.node("Cast", [INPUT_H], "h16", to=TensorProto.FLOAT16)
+    split_2h_h, split_h_h, axis0 = "split_2h_h", "split_h_h", "axis0"  # int64 constants, made on first use
+    b.const_values = {
+        split_2h_h: np.array([2 * H, H], np.int64),
+        split_h_h: np.array([H, H], np.int64),
+        axis0: np.array([0], np.int64),
+    }
+
+    h_out = OUTPUT_H if not full16 else "h_out16"
+    x = None
+    h_outs = []
+    for k in range(L):
+        w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
+        b_ih, b_hh = w[f"rnn.bias_ih_l{k}"].copy(), w[f"rnn.bias_hh_l{k}"].copy()
+        if options.swap_rz:  # deliberately wrong: z where r belongs and r where z belongs
+            perm = np.r_[H : 2 * H, 0:H, 2 * H : 3 * H]
+            w_ih, w_hh, b_ih, b_hh = w_ih[perm], w_hh[perm], b_ih[perm], b_hh[perm]
+        if options.fold_hh_bias:  # b_hh's r, z parts only ever add to gi's
+            b_ih[: 2 * H] += b_hh[: 2 * H]
+            b_hh[: 2 * H] = 0.0
+        rz_, n_ = slice(0, 2 * H), slice(2 * H, 3 * H)
+
+        def linear(inp, weight, bias, name):
+            """inp @ weight^T (+ bias): MatMul then Add (onnxruntime fuses the pair into a Gemm)."""
+            y = b.node("MatMul", [inp, b.weight(f"{name}_w_t", weight.T)], f"{name}_mm")
+            if bias is not None and np.any(bias):
+                y = b.node("Add", [y, b.weight(f"{name}_b", bias)], name)
+            return y
+
+        # gi = x W_ih^T + b_ih, as (gi_rz [B, 2H], gi_n [B, H])
+        if k == 0:  # Embedding and input projection fold into gather tables
+            table = w["embedding.weight"] @ w_ih.T + b_ih  # [V, 3H]
+            if options.fused_gates:
+                gi = b.node("Gather", [b.weight("gi_table_l0", table), INPUT_TOKEN], "gi_l0", axis=0)
+                gi_rz, gi_n = b.node("Split", [gi, split_2h_h], "gi_split_l0", n_out=2, axis=1)
+            else:
+                gi_rz = b.node("Gather", [b.weight("gi_rz_table_l0", table[:, rz_]), INPUT_TOKEN], "gi_rz_l0", axis=0)
+                gi_n = b.node("Gather", [b.weight("gi_n_table_l0", table[:, n_]), INPUT_TOKEN], "gi_n_l0", axis=0)
+        elif options.fused_gates:
+            gi = linear(x, w_ih, b_ih, f"gi_l{k}")
+            gi_rz, gi_n = b.node("Split", [gi, split_2h_h], f"gi_split_l{k}", n_out=2, axis=1)
+        else:
+            gi_rz = linear(x, w_ih[rz_], b_ih[rz_], f"gi_rz_l{k}")
+            gi_n = linear(x, w_ih[n_], b_ih[n_], f"gi_n_l{k}")
+
+        # h_k: [B, H]
+        if L == 1:
+            h = b.node("Squeeze", [h_all, axis0], "h_l0")
+        else:
+            h = b.node("Gather", [h_all, b.const(f"layer_{k}", np.array(k, np.int64))], f"h_l{k}", axis=0)
+
+        if options.reset_after:  # torch: n = tanh(gi_n + r * (h W_hn^T + b_hn))
+            if options.fused_gates:  # one [H, 3H] MatMul for the three gates
+                gh = linear(h, w_hh, None, f"gh_l{k}")
+                gh_rz, gh_n = b.node("Split", [gh, split_2h_h], f"gh_split_l{k}", n_out=2, axis=1)
+                if np.any(b_hh[rz_]):
+                    gh_rz = b.node("Add", [gh_rz, b.weight(f"gh_rz_l{k}_b", b_hh[rz_])], f"gh_rz_l{k}")
+                gh_n = b.node("Add", [gh_n, b.weight(f"gh_n_l{k}_b", b_hh[n_])], f"gh_n_l{k}")
+            else:  # [H, 2H] for r|z, [H, H] (+ bias: a Gemm) for n
+                gh_rz = linear(h, w_hh[rz_], b_hh[rz_], f"gh_rz_l{k}")
+                gh_n = linear(h, w_hh[n_], b_hh[n_], f"gh_n_l{k}")
+            rz = b.node("Sigmoid", [b.node("Add", [gi_rz, gh_rz], f"rz_pre_l{k}")], f"rz_l{k}")
+            r, z = b.node("Split", [rz, split_h_h], f"rz_split_l{k}", n_out=2, axis=1)
+            rgh = b.node("Mul", [r, gh_n], f"r_gh_n_l{k}")
+        else:  # linear_before_reset=0, n = tanh(gi_n + (r * h) W_hn^T + b_hn): wrong for torch weights
+            gh_rz = linear(h, w_hh[rz_], b_hh[rz_], f"gh_rz_l{k}")
+            rz = b.node("Sigmoid", [b.node("Add", [gi_rz, gh_rz], f"rz_pre_l{k}")], f"rz_l{k}")
+            r, z = b.node("Split", [rz, split_h_h], f"rz_split_l{k}", n_out=2, axis=1)
+            rgh = linear(b.node("Mul", [r, h], f"r_h_l{k}"), w_hh[n_], b_hh[n_], f"rh_l{k}")
+        n = b.node("Tanh", [b.node("Add", [gi_n, rgh], f"n_pre_l{k}")], f"n_l{k}")
+        # h' = (1 - z) * n + z * h = n + z * (h - n)
+        h_new = b.node("Add", [n, b.node("Mul", [z, b.node("Sub", [h, n], f"h_n_l{k}")], f"zh_l{k}")], f"h_new_l{k}")
+        if L == 1:
+            b.nodes.append(helper.make_node("Unsqueeze", [h_new, b.const(axis0, b.const_values[axis0])], [h_out], name="h_out_unsqueeze"))
+        else:
+            h_outs.append(b.node("Unsqueeze", [h_new, axis0], f"h_out_l{k}"))
+        x = h_new
+
+    logits = b.node("MatMul", [x, b.weight("head_w_t", w["head.weight"].T)], "head_mm")
+    b.nodes[-1].name = HEAD_MATMUL
+    logits_out = OUTPUT_LOGITS if not full16 else "logits16"
+    b.nodes.append(helper.make_node("Add", [logits, b.weight("head_b", w["head.bias"])], [logits_out], name="head_add"))
+    if L > 1:
+        b.nodes.append(helper.make_node("Concat", h_outs, [h_out], name="h_out_concat", axis=0))
+    if full16:
+        b.nodes.append(helper.make_node("Cast", [logits_out], [OUTPUT_LOGITS], name="logits_cast", to=TensorProto.FLOAT))
+        b.nodes.append(helper.make_node("Cast", [h_out], [OUTPUT_H], name="h_out_cast", to=TensorProto.FLOAT))
+
+    graph = helper.make_graph(
+        b.nodes,
+        "chargen_step",
+        inputs=[
+            helper.make_tensor_value_info(INPUT_TOKEN, TensorProto.INT64, [BATCH_AXIS]),
+            helper.make_tensor_value_info(INPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, V]),
+            helper.make_tensor_value_info(OUTPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        initializer=b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
+    model.ir_version = 8  # opset 17 needs IR >= 8; 8 keeps older onnxruntimes able to load it
+    set_metadata(model, model_config, vocab, corpus=corpus, val_loss=val_loss, precision=precision)
+    return model
+
+
+def set_metadata(
+    model: onnx.ModelProto,
+    model_config: dict,
+    vocab: Vocab,
+    *,
+    corpus: str = "",
+    val_loss: float | None = None,
+    precision: str = "fp32",
+) -> None:
+    """Write (or overwrite) chargen's metadata_props on model."""
+    values = {
+        META_FORMAT: str(FORMAT_VERSION),
+        META_VOCAB: vocab.to_json(),
+        META_CONFIG: json.dumps(dict(model_config), sort_keys=True),
+        META_CORPUS: corpus or "",
+        META_VAL_LOSS: "" if val_loss is None or not np.isfinite(val_loss) else repr(float(val_loss)),
+        META_PRECISION: precision,
+    }
+    keep = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for p in keep:
+        model.metadata_props.append(p)
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def build_step_graph(
+    weights: dict[str, np.ndarray],
+    model_config: dict,
+    vocab: Vocab,
+    *,
+    corpus: str = "",
+    val_loss: float | None = None,
+    precision: str = "fp32",
+) -> onnx.ModelProto:
+    """The one-step ONNX graph of a CharGRU from its state_dict as numpy arrays.
+
+    weights: CharGRU.state_dict() as float arrays (embedding.weight,
+    rnn.weight_ih_l{k}, rnn.weight_hh_l{k}, rnn.bias_ih_l{k}, rnn.bias_hh_l{k},
+    head.weight, head.bias); model_config: ModelConfig as a dict.
+
+    precision "fp32" and "fp16" (fp16 weights, float32 arithmetic) are built
+    here; "int8" builds the float32 graph labelled int8, which
+    chargen.export.onnx_export.quantize_int8 then quantizes (onnxruntime's
+    quantize_dynamic on the MatMul weights). Raises GraphError on weights that
+    do not fit the config.
+    """
+    return build_graph(
+        weights, model_config, vocab, corpus=corpus, val_loss=val_loss, precision=precision
+    )
+
+
+def build_gru_op_graph(weights: dict[str, np.ndarray], model_config: dict, vocab: Vocab) -> onnx.ModelProto:
+    """The same step written with the ONNX GRU op (linear_before_reset=1): the
+    baseline the benchmark measures the plain-op graph against. Same interface
+    and metadata as build_step_graph; float32 only."""
+    V, E, H, L = _config_ints(model_config)
+    w = _check_weights(weights, V, E, H, L)
+    b = _Builder(np.float32, cast_weights=False)
+    # ONNX GRU gate order is z, r, h; torch's is r, z, n.
+    perm = np.r_[H : 2 * H, 0:H, 2 * H : 3 * H]
+    x = b.node("Gather", [b.weight("embedding", w["embedding.weight"]), INPUT_TOKEN], "x", axis=0)  # [B, E]
+    axis0 = b.const("axis0", np.array([0], np.int64))
+    x = b.node("Unsqueeze", [x, axis0], "x_seq")  # [1, B, E]
+    h_outs = []
+    for k in range(L):
+        idx = b.const(f"layer_{k}", np.array([k], np.int64))
+        h0 = b.node("Gather", [INPUT_H, idx], f"h0_l{k}", axis=0)  # [1, B, H]
+        W = b.weight(f"W_l{k}", w[f"rnn.weight_ih_l{k}"][perm][None])
+        R = b.weight(f"R_l{k}", w[f"rnn.weight_hh_l{k}"][perm][None])
+        Bias = b.weight(f"B_l{k}", np.concatenate([w[f"rnn.bias_ih_l{k}"][perm], w[f"rnn.bias_hh_l{k}"][perm]])[None])
+        y, y_h = b.node(
+            "GRU", [x, W, R, Bias, "", h0], f"gru_l{k}", n_out=2, hidden_size=H, linear_before_reset=1
+        )
+        h_outs.append(y_h)  # [1, B, H]
+        x = b.node("Squeeze", [y, b.const(f"axis1_l{k}", np.array([1], np.int64))], f"y_l{k}")  # [1, B, H]
+    top = b.node("Squeeze", [x, axis0], "top")  # [B, H]
+    logits = b.node("MatMul", [top, b.weight("head_w_t", w["head.weight"].T)], "head_mm")
+    b.nodes.append(helper.make_node("Add", [logits, b.weight("head_b", w["head.bias"])], [OUTPUT_LOGITS]))
+    if L == 1:
+        b.nodes.append(helper.make_node("Identity", [h_outs[0]], [OUTPUT_H]))
+    else:
+        b.nodes.append(helper.make_node("Concat", h_outs, [OUTPUT_H], axis=0))
+    graph = helper.make_graph(
+        b.nodes,
+        "chargen_step_gru_op",
+        inputs=[
+            helper.make_tensor_value_info(INPUT_TOKEN, TensorProto.INT64, [BATCH_AXIS]),
+            helper.make_tensor_value_info(INPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, V]),
+            helper.make_tensor_value_info(OUTPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        initializer=b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
+    model.ir_version = 8
+    set_metadata(model, model_config, vocab, precision="fp32")
+    return model
+
+
+def numpy_step(
+    weights: dict[str, np.ndarray], model_config: dict, tokens: np.ndarray, h: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference step in float64 numpy, straight from torch's GRU equations
+    (no folding): (logits [B, V], h_out [L, B, H])."""
+    V, E, H, L = _config_ints(model_config)
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    x = w["embedding.weight"][np.asarray(tokens, np.int64)]
+    h = np.asarray(h, np.float64)
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    outs = []
+    for k in range(L):
+        gi = x @ w[f"rnn.weight_ih_l{k}"].T + w[f"rnn.bias_ih_l{k}"]
+        gh = h[k] @ w[f"rnn.weight_hh_l{k}"].T + w[f"rnn.bias_hh_l{k}"]
+        r = sig(gi[:, :H] + gh[:, :H])
+        z = sig(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        x = (1 - z) * n + z * h[k]
+        outs.append(x)
+    logits = x @ w["head.weight"].T + w["head.bias"]
+    return logits, np.stack(outs)
