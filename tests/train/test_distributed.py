@@ -44,6 +44,9 @@ def test_two_process_run_learns_and_its_checkpoint_resumes_in_one_process(tmp_pa
     evals = [e for e in evals if "val_loss" in e]
     assert [e["step"] for e in evals] == [10, 20, 30]  # rank 0 alone writes: no duplicate lines
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    r = gen("export", tmp_path / "model.onnx", "--checkpoint", out, "--data", corpus_file)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "model.onnx").stat().st_size > 0
     r = gen("train", "--data", corpus_file, "--out", out, "--resume", "--max-steps", "32")
     assert r.returncode == 0, r.stderr
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 32
