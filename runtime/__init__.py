@@ -13,7 +13,15 @@ from chargen.runtime.contract import (  # noqa: F401
 _LAZY = {
     "Sampler": "chargen.runtime._sampler",
     "SamplerError": "chargen.runtime._sampler",
+    "Model": "chargen.runtime.model",
+    "ModelError": "chargen.runtime.model",
+    "DeviceError": "chargen.runtime.model",
+    "Generator": "chargen.runtime.generator",
+    "GenerationOptions": "chargen.runtime.generator",
+    "GeneratorState": "chargen.runtime.generator",
 }
+
+__all__ = ["FORMAT_VERSION", "UnknownCharactersError", "Vocab", *_LAZY]
 
 
 def __getattr__(name):

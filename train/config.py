@@ -78,8 +78,9 @@ PRESETS: dict[str, dict] = {
     "best": dict(
         hidden_size=1024,
         layers=1,
-        dropout=0.25,
-        epochs=10,
+        dropout=0.3,
+        epochs=15,
+        eval_interval=312,
         lr=2e-3,
         min_lr=1e-4,
         schedule="cosine",

@@ -1,0 +1,269 @@
+"""The runtime against the two obvious alternatives, in one run, on one random-init model.
+
+    python benchmarks/bench_runtime.py                  # tutorial size: E=256, H=1024, V=65
+    python benchmarks/bench_runtime.py --sweep          # + onnxruntime session options
+    python benchmarks/bench_runtime.py --json out.json  # + the figures as JSON
+
+Measured (chars/s; per step: one graph run + one draw for every stream):
+  runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8)
+  ort+numpy     a plain loop: session.run(feeds) + numpy softmax + np.random.choice
+  torch eager   nn.Embedding + nn.GRU + nn.Linear, one step at a time, torch.multinomial
+The weights are random (speed does not depend on them); the graph comes from
+chargen.export.graph.build_step_graph, int8 from chargen.export.onnx_export.quantize_int8
+(or onnxruntime's quantize_dynamic where export has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
+
+
+def random_weights(V, E, H, L, seed=0):
+    rng = np.random.default_rng(seed)
+    s = 1 / np.sqrt(H)
+    u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)  # noqa: E731
+    w = {"embedding.weight": rng.standard_normal((V, E)).astype(np.float32), "head.weight": u(V, H), "head.bias": u(V)}
+    for k in range(L):
+        w[f"rnn.weight_ih_l{k}"] = u(3 * H, E if k == 0 else H)
+        w[f"rnn.weight_hh_l{k}"] = u(3 * H, H)
+        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
+        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
+    return w
+
+
+def build_models(tmp: Path, E: int, H: int, L: int):
+    import onnx
+
+    from chargen.export.graph import build_step_graph
+    from chargen.runtime.contract import Vocab
+
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
+    weights = random_weights(len(vocab), E, H, L)
+    fp32 = build_step_graph(weights, config, vocab, corpus="random", precision="fp32")
+    paths = {"fp32": tmp / "fp32.onnx"}
+    onnx.save(fp32, paths["fp32"])
+    try:
+        from chargen.export.onnx_export import quantize_int8
+
+        int8 = quantize_int8(build_step_graph(weights, config, vocab, corpus="random", precision="int8"))
+    except ImportError:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        src = tmp / "int8_src.onnx"
+        onnx.save(build_step_graph(weights, config, vocab, corpus="random", precision="int8"), src)
+        quantize_dynamic(src, tmp / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
+                         reduce_range=True, weight_type=QuantType.QInt8)
+        int8 = None
+    paths["int8"] = tmp / "int8.onnx"
+    if int8 is not None:
+        onnx.save(int8, paths["int8"])
+    return paths, weights, config, vocab
+
+
+class Timed:
+    """One contender: step() advances it; slices of steps are timed in turns with the others."""
+
+    def __init__(self, step):
+        self.step = step
+        self.best = float("inf")  # seconds per step, best slice
+
+    def slice(self, n: int) -> None:
+        step = self.step
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        self.best = min(self.best, (time.perf_counter() - t0) / n)
+
+
+class Split(Timed):
+    """The two calls a Generator step makes, each timed: graph run and sampler, per step."""
+
+    def __init__(self, generator):
+        g = generator
+        sample, run = g._sampler.sample_batch, g._run
+        args = (g._logits, g._temperature, g._top_k, g._top_p, g._tok)
+        clock = time.perf_counter_ns
+        acc = self.acc = [0, 0]
+
+        def step():
+            a = clock()
+            sample(*args)
+            b = clock()
+            run()
+            acc[0] += clock() - b
+            acc[1] += b - a
+
+        super().__init__(step)
+        self.graph_us = self.sampler_us = float("inf")
+
+    def slice(self, n: int) -> None:
+        self.acc[:] = [0, 0]
+        super().slice(n)
+        total = (self.acc[0] + self.acc[1]) / n / 1e3
+        if total < self.graph_us + self.sampler_us:
+            self.graph_us, self.sampler_us = self.acc[0] / n / 1e3, self.acc[1] / n / 1e3
+
+
+def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None:
+    """Time every contender in turns (round-robin slices of about slice_s), keeping the best slice
+    of each: a machine shared with other work then slows every contender alike."""
+    chunks = {}
+    for name, c in contenders.items():  # warm-up, and a chunk size of about one slice
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.05:
+            c.step()
+            n += 1
+        chunks[name] = max(1, int(n * slice_s / 0.05))
+    deadline = time.perf_counter() + seconds * len(contenders)
+    while time.perf_counter() < deadline:
+        for name, c in contenders.items():
+            c.slice(chunks[name])
+
+
+# ------------------------------------------------------------------------------ the contenders
+def runtime_generator(path, B, threads=None, session_config=None):
+    from chargen.runtime import GenerationOptions, Generator, Model
+
+    model = Model.load(path, device="cpu", threads=threads, session_config=session_config)
+    g = Generator(model, GenerationOptions(seed=0), batch_size=B)
+    g.feed("ROMEO: ")
+    return g
+
+
+def ort_numpy_step(path, B, L, H, V):
+    """What one writes first: session.run with a feed dict, softmax in numpy, np.random.choice."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    state = {"tok": np.zeros(B, np.int64), "h": np.zeros((L, B, H), np.float32)}
+
+    def step():
+        logits, h = session.run(None, {"token": state["tok"], "h": state["h"]})
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        state["tok"] = np.array([rng.choice(V, p=row) for row in p], np.int64)
+        state["h"] = h
+
+    return step
+
+
+def torch_step(weights, config, B):
+    """torch eager: the same weights in nn.Embedding / nn.GRU / nn.Linear, one step per call."""
+    import torch
+    from torch import nn
+
+    V, E, H, L = (config[k] for k in ("vocab_size", "embedding_dim", "hidden_size", "layers"))
+    emb, rnn, head = nn.Embedding(V, E), nn.GRU(E, H, num_layers=L), nn.Linear(H, V)
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(weights["embedding.weight"]))
+        head.weight.copy_(torch.from_numpy(weights["head.weight"]))
+        head.bias.copy_(torch.from_numpy(weights["head.bias"]))
+        for name, p in rnn.named_parameters():
+            p.copy_(torch.from_numpy(weights[f"rnn.{name}"]))
+    gen = torch.Generator().manual_seed(0)
+    state = {"tok": torch.zeros(1, B, dtype=torch.long), "h": torch.zeros(L, B, H)}
+
+    @torch.inference_mode()
+    def step():
+        x, h = rnn(emb(state["tok"]), state["h"])
+        p = torch.softmax(head(x[0]), dim=-1)
+        state["tok"] = torch.multinomial(p, 1, generator=gen).T
+        state["h"] = h
+
+    return step
+
+
+def cold_start(path):
+    from chargen.runtime.bench import measure_cold_start
+
+    return measure_cold_start(path, "cpu")
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--embedding-dim", type=int, default=256)
+    ap.add_argument("--hidden-size", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time budget of each figure (they are measured in turns)")
+    ap.add_argument("--batch", type=int, action="append", help="batch sizes [1, 64]")
+    ap.add_argument("--sweep", action="store_true", help="also measure intra-op threads x spinning")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch eager loop")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+    batches = args.batch or [1, 64]
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "load_avg_before": os.getloadavg()},
+        "model": {"embedding_dim": args.embedding_dim, "hidden_size": args.hidden_size,
+                  "layers": args.layers, "vocab_size": len(ALPHABET)},
+        "rows": [],
+    }
+    import onnxruntime as ort
+
+    results["machine"]["onnxruntime"] = ort.__version__
+
+    def row(name, B, r):
+        r = {"name": name, "batch": B, **r}
+        results["rows"].append(r)
+        split = ""
+        if "graph_us" in r:
+            split = f"   graph {r['graph_us']:8.1f}  sampler {r['sampler_us']:6.2f}  rest {r['rest_us']:6.1f} us"
+        print(f"{name:<34} B={B:<3} {r['chars_per_s']:>11,.0f} chars/s  {r['step_us']:9.1f} us/step{split}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="chargen-bench-") as tmp:
+        paths, weights, config, vocab = build_models(Path(tmp), args.embedding_dim, args.hidden_size, args.layers)
+        L, H, V = args.layers, args.hidden_size, len(vocab)
+        for B in batches:
+            gens = {f"runtime {p} (default options)": runtime_generator(paths[p], B) for p in ("fp32", "int8")}
+            if args.sweep:
+                for threads in (1, 2):
+                    for spin in ("0", "1"):
+                        for p in ("fp32", "int8"):
+                            gens[f"runtime {p} threads={threads} spin={spin}"] = runtime_generator(
+                                paths[p], B, threads, {"session.intra_op.allow_spinning": spin})
+            contenders = {name: Timed(g.step) for name, g in gens.items()}
+            splits = {name: Split(g) for name, g in gens.items()}
+            contenders.update({name + " #split": sp for name, sp in splits.items()})
+            contenders["ort+numpy fp32 (session.run loop)"] = Timed(ort_numpy_step(paths["fp32"], B, L, H, V))
+            if not args.no_torch:
+                contenders["torch eager fp32 (nn.GRU step)"] = Timed(torch_step(weights, config, B))
+            interleaved(contenders, args.seconds)
+            for name, c in contenders.items():
+                if name.endswith(" #split"):
+                    continue
+                r = {"chars_per_s": B / c.best, "step_us": c.best * 1e6}
+                if name in splits:
+                    sp = splits[name]
+                    r.update(graph_us=sp.graph_us, sampler_us=sp.sampler_us,
+                             rest_us=max(0.0, r["step_us"] - sp.graph_us - sp.sampler_us))
+                row(name, B, r)
+            del gens, contenders
+        cs = cold_start(paths["fp32"])
+        results["cold_start"] = cs
+        print(f"cold start (fp32, fresh process): import {cs['import_s'] * 1e3:.0f} ms + load "
+              f"{cs['load_s'] * 1e3:.0f} ms + first step {cs['first_step_s'] * 1e3:.1f} ms = "
+              f"{cs['total_s'] * 1e3:.0f} ms; whole process {cs['process_wall_s'] * 1e3:.0f} ms; "
+              f"peak RSS {cs['max_rss_bytes'] / 2**20:.0f} MiB; torch imported: {cs['torch_imported']}")
+    results["machine"]["load_avg_after"] = os.getloadavg()
+    print(f"load average before/after: {results['machine']['load_avg_before'][0]:.2f} / "
+          f"{results['machine']['load_avg_after'][0]:.2f} (on {os.cpu_count()} CPUs; > 0.5 means shared, noisy figures)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Model: a chargen .onnx step graph, its metadata, and one onnxruntime session.
+
+    model = Model.load("model.onnx")            # device="auto": CUDA if really usable, else CPU
+    model.vocab, model.config, model.metadata, model.device
+
+One Model serves any number of Generators, in any number of threads: the
+session is only ever used through `InferenceSession.run_with_iobinding`, which
+onnxruntime documents as thread-safe; every Generator owns its own buffers and
+bindings. This module imports numpy and, on first load, onnxruntime; never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+from types import MappingProxyType
+
+from chargen.runtime import contract
+from chargen.runtime.contract import Vocab
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# Session defaults, measured on the 2-core machine with the tutorial model, fp32 and int8,
+# batch 1 and 64, configurations interleaved (benchmarks/bench_runtime.py --sweep): onnxruntime's
+# own thread count (one per physical core) with spinning on is the fastest or level everywhere
+# (fp32 batch 1: 163 us/step against 288 us with one thread; batch 64: 1.55 ms against 2.7 ms,
+# int8), so the runtime keeps them; threads=1 or allow_spinning=0 save CPU on a busy machine.
+
+
+class ModelError(ValueError):
+    """A file that is not a usable chargen model; the message is one line."""
+
+
+class DeviceError(RuntimeError):
+    """The device asked for is not usable here; the message is one line."""
+
+
+def import_onnxruntime(device: str = "cpu"):
+    """onnxruntime, or an ImportError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        extra = "gpu" if device == "cuda" else "cpu"
+        raise ImportError(
+            f'onnxruntime is not installed: pip install "chargen[{extra}]" '
+            '(or "chargen[gpu]" for NVIDIA GPUs)'
+        ) from e
+    return onnxruntime
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime(ort):
+    """Keep onnxruntime's provider warnings and errors off stderr while probing."""
+    import warnings
+
+    ort.set_default_logger_severity(3)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Specified provider ... is not in available provider names"
+            yield
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def _session_options(ort, threads: int | None, config: dict | None = None):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    entries = {"session.inter_op.allow_spinning": "0"}  # one inter-op thread: nothing to spin for
+    entries.update({str(k): str(v) for k, v in (config or {}).items()})
+    for key, value in entries.items():
+        so.add_session_config_entry(key, value)
+    return so
+
+
+class Model:
+    """A loaded chargen model. Make it with Model.load(path)."""
+
+    def __init__(self, session, *, path: Path, device: str, metadata: dict, vocab: Vocab,
+                 config: dict, num_layers: int, hidden_size: int, cuda_graph: bool, ort):
+        self.session = session
+        self.path = path
+        self.device = device
+        self.metadata = MappingProxyType(dict(metadata))
+        self.vocab = vocab
+        self.config = MappingProxyType(dict(config))
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.vocab_size = len(vocab)
+        self.precision = metadata.get(contract.META_PRECISION, "fp32")
+        self.corpus = metadata.get(contract.META_CORPUS, "")
+        val = metadata.get(contract.META_VAL_LOSS)
+        try:
+            self.val_loss = float(val) if val not in (None, "") else None
+        except ValueError:
+            self.val_loss = None
+        self.cuda_graph = cuda_graph
+        self._ort = ort
+        # CUDA graphs: every Generator binding gets its own captured graph (gpu_graph_id), and
+        # replays are serialised (capture and replay from several threads are not documented safe)
+        self._graph_lock = threading.Lock()
+        self._next_graph_id = 1
+        # the fast entry point: the C++ session's run_with_iobinding, without the Python
+        # wrapper's per-call checks (WebGPU capture bookkeeping); public API as fallback.
+        inner = getattr(session, "_sess", None)
+        self._run_inner = getattr(inner, "run_with_iobinding", None)
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({str(self.path)!r}, device={self.device!r}, vocab_size={self.vocab_size}, "
+            f"layers={self.num_layers}, hidden_size={self.hidden_size}, precision={self.precision!r})"
+        )
+
+    # ------------------------------------------------------------------ load
+    @classmethod
+    def load(cls, path, device: str = "auto", threads: int | None = None, *,
+             cuda_graph: bool = True, session_config: dict | None = None) -> "Model":
+        """Open a chargen .onnx model on device 'auto' (CUDA if really usable, else CPU), 'cpu'
+        or 'cuda'. threads: onnxruntime intra-op threads (default: onnxruntime's, one per
+        physical core, measured fastest). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
+        session_config: extra onnxruntime session config entries (e.g.
+        {"session.intra_op.allow_spinning": "1"}), for measuring.
+
+        Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
+        version), DeviceError (device='cuda' where CUDA is not usable), ImportError
+        (onnxruntime not installed), ValueError (a bad argument)."""
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
+            raise ValueError(f"threads must be a non-negative integer (0: onnxruntime's default), not {threads!r}")
+        path = Path(path)
+        if not path.exists():
+            raise ModelError(f"no such model file: {path}")
+        if not path.is_file():
+            raise ModelError(f"not a file: {path}")
+        ort = import_onnxruntime(device)
+        so = _session_options(ort, threads, session_config)
+        session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
+        return cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+
+    @classmethod
+    def _from_session(cls, session, *, path, device, cuda_graph, ort) -> "Model":
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+        fmt = meta.get(contract.META_FORMAT)
+        if fmt is None:
+            raise ModelError(f"{path} is an ONNX model but not a chargen model (no {contract.META_FORMAT} metadata)")
+        try:
+            version = int(fmt)
+        except ValueError:
+            raise ModelError(f"{path}: unreadable chargen format version {fmt!r}") from None
+        if version != contract.FORMAT_VERSION:
+            newer = "a newer" if version > contract.FORMAT_VERSION else "an older"
+            raise ModelError(
+                f"{path} is chargen model format version {version}, and this chargen reads version "
+                f"{contract.FORMAT_VERSION} only: it was written by {newer} chargen"
+                + ("; upgrade chargen" if version > contract.FORMAT_VERSION else "; re-export it")
+            )
+        try:
+            vocab = Vocab.from_json(meta[contract.META_VOCAB])
+        except KeyError:
+            raise ModelError(f"{path}: chargen model without vocabulary metadata ({contract.META_VOCAB})") from None
+        except ValueError as e:
+            raise ModelError(f"{path}: bad vocabulary metadata: {e}") from None
+        try:
+            config = json.loads(meta.get(contract.META_CONFIG, "{}"))
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise ModelError(f"{path}: bad model config metadata: {e}") from None
+
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
+        want_in = {contract.INPUT_TOKEN: "tensor(int64)", contract.INPUT_H: "tensor(float)"}
+        want_out = {contract.OUTPUT_LOGITS: "tensor(float)", contract.OUTPUT_H: "tensor(float)"}
+        for kind, have, want in (("input", inputs, want_in), ("output", outputs, want_out)):
+            if set(have) != set(want):
+                raise ModelError(
+                    f"{path}: graph {kind}s are {sorted(have)}, a chargen step graph has {sorted(want)}"
+                )
+            for name, t in want.items():
+                if have[name].type != t:
+                    raise ModelError(f"{path}: graph {kind} {name!r} is {have[name].type}, expected {t}")
+        h_shape = inputs[contract.INPUT_H].shape
+        logits_shape = outputs[contract.OUTPUT_LOGITS].shape
+        if len(h_shape) != 3 or len(logits_shape) != 2 or len(inputs[contract.INPUT_TOKEN].shape) != 1:
+            raise ModelError(f"{path}: graph shapes do not match the chargen step contract")
+        num_layers = _dim(h_shape[0], config.get("layers"), "layers", path)
+        hidden = _dim(h_shape[2], config.get("hidden_size"), "hidden_size", path)
+        vocab_size = _dim(logits_shape[1], config.get("vocab_size", len(vocab)), "vocab_size", path)
+        if vocab_size != len(vocab):
+            raise ModelError(f"{path}: the graph has {vocab_size} logits but the vocabulary {len(vocab)} symbols")
+        return cls(session, path=path, device=device, metadata=meta, vocab=vocab, config=config,
+                   num_layers=num_layers, hidden_size=hidden, cuda_graph=cuda_graph, ort=ort)
+
+    def generator(self, options=None, batch_size: int = 1, **kwargs):
+        """Generator(self, options, batch_size): see chargen.runtime.Generator."""
+        from chargen.runtime.generator import Generator
+
+        return Generator(self, options, batch_size=batch_size, **kwargs)
+
+    def _graph_ids(self, n: int) -> list[int]:
+        with self._graph_lock:
+            first = self._next_graph_id
+            self._next_graph_id += n
+        return list(range(first, first + n))
+
+    def _run(self, binding, run_options=None) -> None:
+        if self._run_inner is not None:
+            self._run_inner(binding._iobinding, run_options)
+        else:  # pragma: no cover - older/newer onnxruntime without the inner session
+            self.session.run_with_iobinding(binding, run_options)
+
+
+def _dim(graph_dim, config_value, name: str, path) -> int:
+    """A fixed size from the graph, cross-checked against the config metadata."""
+    if isinstance(graph_dim, int):
+        if config_value is not None and int(config_value) != graph_dim:
+            raise ModelError(f"{path}: graph says {name}={graph_dim}, config metadata says {config_value}")
+        return graph_dim
+    if config_value is None:
+        raise ModelError(f"{path}: {name} is neither fixed in the graph nor in the config metadata")
+    return int(config_value)
+
+
+def _make_session(ort, path: Path, so, providers):
+    return ort.InferenceSession(os.fspath(path), sess_options=so, providers=providers, enable_fallback=0)
+
+
+def _open_error(path: Path, e: Exception) -> ModelError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    lowered = text.lower()
+    if "protobuf" in lowered or "parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered:
+        return ModelError(f"{path} is not an ONNX model (onnxruntime cannot parse it)")
+    return ModelError(f"{path}: onnxruntime cannot load it: {text}")
+
+
+def _open_session(ort, path: Path, so, device: str, cuda_graph: bool):
+    """(session, 'cpu' | 'cuda', CUDA graphs on?): CUDA only where onnxruntime-gpu is installed
+    AND the session really got the CUDA provider."""
+    cpu = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda"):
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" in available:
+            options = {"device_id": "0"}
+            if cuda_graph:
+                options["enable_cuda_graph"] = "1"
+            session = None
+            error = None
+            graph = cuda_graph
+            with _quiet_onnxruntime(ort), _stderr_to_devnull(device == "auto"):
+                try:
+                    session = _make_session(ort, path, so, [("CUDAExecutionProvider", options), *cpu])
+                except Exception as e:  # noqa: BLE001 - onnxruntime raises several kinds
+                    error = e
+                if error is not None and cuda_graph:
+                    # a graph with nodes that CUDA graphs cannot hold: try without capture
+                    try:
+                        session = _make_session(ort, path, so, [("CUDAExecutionProvider", {"device_id": "0"}), *cpu])
+                        error = None
+                        graph = False
+                    except Exception as e:  # noqa: BLE001
+                        error = e
+            if session is not None and session.get_providers()[:1] == ["CUDAExecutionProvider"]:
+                return session, "cuda", graph
+            if error is not None and not _is_provider_error(error):
+                raise _open_error(path, error)
+            if device == "cuda":
+                why = f": {str(error).splitlines()[0]}" if error is not None else ""
+                raise DeviceError(f"device='cuda' but onnxruntime could not start its CUDA provider (no usable GPU or CUDA libraries){why}; use device='cpu' or 'auto'")
+        elif device == "cuda":
+            raise DeviceError(
+                "device='cuda' but this onnxruntime has no CUDA support "
+                f"(providers: {', '.join(available)}): pip install \"chargen[gpu]\" on a machine "
+                "with an NVIDIA GPU, or use device='cpu' or 'auto'"
+            )
+    try:
+        return _make_session(ort, path, so, cpu), "cpu", False
+    except Exception as e:  # noqa: BLE001
+        raise _open_error(path, e) from None
+
+
+def _is_provider_error(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("cuda", "cudnn", "provider", "libcu", "gpu", "graph"))
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull(enabled: bool):
+    """While probing CUDA in device='auto': what the CUDA libraries print on a machine without
+    a usable GPU goes to /dev/null, not to the user's terminal (fd 2, since C code writes it)."""
+    if not enabled:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

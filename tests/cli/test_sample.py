@@ -1,0 +1,203 @@
+"""`gen sample` and `gen bench`: real model files, real processes where it matters (pipes,
+terminals, what gets imported)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from chargen.cli import app  # noqa: E402
+from chargen.export.graph import build_step_graph  # noqa: E402
+from chargen.runtime import GenerationOptions, Generator, Model, Vocab  # noqa: E402
+
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def random_weights(V, E, H, L, seed=0):
+    rng = np.random.default_rng(seed)
+    s = 1 / np.sqrt(H)
+    u = lambda *shape: rng.uniform(-s, s, shape)  # noqa: E731
+    w = {"embedding.weight": rng.standard_normal((V, E)), "head.weight": 8 * u(V, H), "head.bias": u(V)}
+    for k in range(L):
+        w[f"rnn.weight_ih_l{k}"] = 4 * u(3 * H, E if k == 0 else H)
+        w[f"rnn.weight_hh_l{k}"] = 4 * u(3 * H, H)
+        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
+        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=32, layers=1, dropout=0.0)
+    path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
+    onnx.save(build_step_graph(random_weights(len(vocab), 16, 32, 1, seed=2), config, vocab), path)
+    return path
+
+
+runner = CliRunner()
+
+
+def sample(*args):
+    return runner.invoke(app, ["sample", *map(str, args)])
+
+
+def generate(path, start, n, batch_size=1, **opts):
+    g = Generator(Model.load(path), GenerationOptions(max_length=n, **opts), batch_size=batch_size)
+    return g.generate(start)
+
+
+def test_sample_prints_start_and_continuation(model_path):
+    r = sample("--model", model_path, "--start", "ROMEO: ", "--length", 200, "--seed", 4)
+    assert r.exit_code == 0, r.output
+    expected = "ROMEO: " + generate(model_path, "ROMEO: ", 200, seed=4)[0]
+    assert r.stdout == expected + ("" if expected.endswith("\n") else "\n")
+    again = sample("--model", model_path, "--start", "ROMEO: ", "--length", 200, "--seed", 4)
+    assert again.stdout == r.stdout
+
+
+def test_sample_options_reach_the_generator(model_path):
+    r = sample("-m", model_path, "--start", "KING", "--length", 100, "--temperature", 0.5,
+               "--top-k", 10, "--top-p", 0.9, "--seed", 1, "--device", "cpu", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    text = generate(model_path, "KING", 100, seed=1, temperature=0.5, top_k=10, top_p=0.9)[0]
+    assert r.stdout.rstrip("\n") == ("KING" + text).rstrip("\n")
+    greedy = sample("-m", model_path, "--start", "KING", "--length", 50, "--temperature", 0)
+    assert greedy.stdout.rstrip("\n") == ("KING" + generate(model_path, "KING", 50, temperature=0)[0]).rstrip("\n")
+
+
+def test_several_samples_are_separated(model_path):
+    r = sample("-m", model_path, "--start", "A", "--length", 80, "--num-samples", 3, "--seed", 9)
+    assert r.exit_code == 0, r.output
+    texts = generate(model_path, "A", 80, batch_size=3, seed=9)
+    expected = "".join(
+        f"--- sample {i} ---\nA{t}" + ("" if t.endswith("\n") else "\n") for i, t in enumerate(texts, 1)
+    )
+    assert r.stdout == expected
+
+
+def test_stop(model_path):
+    full = generate(model_path, "A", 300, seed=9)[0]
+    stop = full[100:103]
+    r = sample("-m", model_path, "--start", "A", "--length", 300, "--seed", 9, "--stop", stop)
+    assert r.exit_code == 0
+    assert r.stdout.rstrip("\n") == ("A" + full[: full.find(stop) + len(stop)]).rstrip("\n")
+    nl = sample("-m", model_path, "--start", "A", "--length", 300, "--seed", 9, "--stop", "\\n")
+    assert nl.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--temperature", "-1"], "temperature"),
+        (["--top-p", "0"], "top_p"),
+        (["--top-p", "1.5"], "top_p"),
+        (["--top-k", "-3"], "top_k"),
+        (["--length", "-1"], "length"),
+        (["--num-samples", "0"], "num-samples"),
+        (["--device", "tpu"], "device"),
+        (["--unknown", "maybe"], "unknown"),
+        (["--start", "Héllo"], "not in the model's vocabulary"),
+        (["--seed", "-5"], "seed"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(model_path, args, match):
+    r = sample("-m", model_path, *args)
+    assert r.exit_code != 0
+    assert r.stdout == ""
+    assert match in r.stderr and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_models_are_one_line_errors(tmp_path):
+    (tmp_path / "junk.onnx").write_text("not a model")
+    for path, match in ((tmp_path / "missing.onnx", "no such model file"), (tmp_path / "junk.onnx", "ONNX")):
+        r = sample("-m", path)
+        assert r.exit_code == 1 and match in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_unknown_skip(model_path):
+    r = sample("-m", model_path, "--start", "Héllo", "--unknown", "skip", "--length", 30, "--seed", 2)
+    assert r.exit_code == 0
+    assert r.stdout.startswith("Hllo")
+    assert r.stdout.rstrip("\n") == ("Hllo" + generate(model_path, "Hllo", 30, seed=2)[0]).rstrip("\n")
+
+
+def _gen(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "chargen", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_closed_stdout_ends_quietly(model_path):
+    """`gen sample ... | head -c 10`: ten characters, no traceback, a quiet exit (0 or 141)."""
+    cmd = (f"set -o pipefail; {sys.executable} -m chargen sample --model '{model_path}' "
+           f"--start 'ROMEO: ' --length 200000 --seed 1 | head -c 10")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "ROMEO: " + generate(model_path, "ROMEO: ", 3, seed=1)[0]
+    assert proc.stderr == ""
+    assert proc.returncode in (0, 141)
+
+
+def test_sample_does_not_import_torch(model_path):
+    code = f"""
+        import sys
+        from chargen.cli import app
+        try:
+            app(["sample", "--model", {str(model_path)!r}, "--length", "20", "--seed", "1"])
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        assert "torch" not in sys.modules, "gen sample imported torch"
+        print("\\nno torch")
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("no torch\n") and proc.stderr == ""
+
+
+def test_sample_streams_to_a_terminal(model_path):
+    """On a terminal every character is flushed as it comes; the text is the same."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "chargen", "sample", "-m", str(model_path),
+                                 "--start", "AB", "--length", "50", "--seed", "3"],
+                                stdout=slave, stderr=subprocess.PIPE)
+        os.close(slave)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    expected = "AB" + generate(model_path, "AB", 50, seed=3)[0]
+    assert data.decode().replace("\r\n", "\n").rstrip("\n") == expected.rstrip("\n")
+
+
+def test_bench(model_path):
+    r = runner.invoke(app, ["bench", "--model", str(model_path), "--seconds", "0.2", "--batch", "1", "--batch", "4"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "chars/s" in out and "cold start" in out and "resident memory" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "4 "))]
+    assert [row[0] for row in rows] == ["1", "4"]
+    assert all(float(row[1].replace(",", "")) > 0 for row in rows)
+    bad = runner.invoke(app, ["bench", "--model", "/nonexistent.onnx"])
+    assert bad.exit_code == 1 and "no such model file" in bad.stderr
