@@ -358,7 +358,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                           "chars_per_s": chars / elapsed if elapsed > 0 else 0.0, "lr": lr}
                 progress.update(task, completed=step,
                                 status=f"loss {record['train_loss']:.3f}  {record['chars_per_s']:,.0f} chars/s")
-                losses, chars = [], 0
+                losses, chars, t_last = [], 0, time.perf_counter()
                 if not evaluating:
                     log(record)
 
