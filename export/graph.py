@@ -171,6 +171,26 @@ class _Builder:
         return name
 
 
+def _step_model(b, name: str, L: int, H: int, V: int) -> onnx.ModelProto:
+    """The contract's inputs and outputs around the nodes and initializers in b."""
+    graph = helper.make_graph(
+        b.nodes,
+        name,
+        inputs=[
+            helper.make_tensor_value_info(INPUT_TOKEN, TensorProto.INT64, [BATCH_AXIS]),
+            helper.make_tensor_value_info(INPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, V]),
+            helper.make_tensor_value_info(OUTPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
+        ],
+        initializer=b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
+    model.ir_version = 8  # opset 17 needs IR >= 8; 8 keeps older onnxruntimes able to load it
+    return model
+
+
 def build_graph(
     weights: dict[str, np.ndarray],
     model_config: dict,
@@ -285,21 +305,7 @@ def build_graph(
         b.nodes.append(helper.make_node("Cast", [logits_out], [OUTPUT_LOGITS], name="logits_cast", to=TensorProto.FLOAT))
         b.nodes.append(helper.make_node("Cast", [h_out], [OUTPUT_H], name="h_out_cast", to=TensorProto.FLOAT))
 
-    graph = helper.make_graph(
-        b.nodes,
-        "chargen_step",
-        inputs=[
-            helper.make_tensor_value_info(INPUT_TOKEN, TensorProto.INT64, [BATCH_AXIS]),
-            helper.make_tensor_value_info(INPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
-        ],
-        outputs=[
-            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, V]),
-            helper.make_tensor_value_info(OUTPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
-        ],
-        initializer=b.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
-    model.ir_version = 8  # opset 17 needs IR >= 8; 8 keeps older onnxruntimes able to load it
+    model = _step_model(b, "chargen_step", L, H, V)
     set_metadata(model, model_config, vocab, corpus=corpus, val_loss=val_loss, precision=precision)
     return model
 
@@ -388,21 +394,7 @@ def build_gru_op_graph(weights: dict[str, np.ndarray], model_config: dict, vocab
         b.nodes.append(helper.make_node("Identity", [h_outs[0]], [OUTPUT_H]))
     else:
         b.nodes.append(helper.make_node("Concat", h_outs, [OUTPUT_H], axis=0))
-    graph = helper.make_graph(
-        b.nodes,
-        "chargen_step_gru_op",
-        inputs=[
-            helper.make_tensor_value_info(INPUT_TOKEN, TensorProto.INT64, [BATCH_AXIS]),
-            helper.make_tensor_value_info(INPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
-        ],
-        outputs=[
-            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, V]),
-            helper.make_tensor_value_info(OUTPUT_H, TensorProto.FLOAT, [L, BATCH_AXIS, H]),
-        ],
-        initializer=b.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
-    model.ir_version = 8
+    model = _step_model(b, "chargen_step_gru_op", L, H, V)
     set_metadata(model, model_config, vocab, precision="fp32")
     return model
 
