@@ -35,6 +35,7 @@ from chargen.export.evaluate import EvalError, EvalResult, OnnxModel, encode_tex
 from chargen.export.graph import HEAD_MATMUL, PRECISIONS, GraphError, GraphOptions, build_graph
 from chargen.runtime.contract import Vocab
 from chargen.train import checkpoint as ckpt
+from chargen.train.atomic import atomic_write
 from chargen.train.model import CharGRU
 
 __all__ = [
@@ -355,28 +356,10 @@ def write_atomic(data: bytes, output: str | os.PathLike) -> None:
     """Write to a temporary file beside `output`, fsync, then os.replace over it."""
     out = Path(output)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
-    except OSError as e:
-        raise ExportError(f"cannot write in {out.parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(out) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, out)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise ExportError(f"cannot write {out}: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------- export

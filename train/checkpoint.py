@@ -19,11 +19,11 @@ A checkpoint is a plain dict of tensors and Python primitives:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from chargen.train.atomic import atomic_write
 
 FORMAT = "chargen-checkpoint"
 VERSION = 1
@@ -37,17 +37,8 @@ class CheckpointError(ValueError):
 
 def save(checkpoint: dict, path: Path) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(checkpoint, f)
 
 
 def load(path: Path, map_location="cpu") -> dict:

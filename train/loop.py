@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chargen.runtime.contract import Vocab
 from chargen.train import checkpoint as ckpt
+from chargen.train.atomic import atomic_write
 from chargen.train import distributed, evaluate
 from chargen.train.config import MODEL_FIELDS, ConfigError, TrainConfig, make_config
 from chargen.train.data import Corpus, CorpusError, load_corpus, split
@@ -122,10 +123,9 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def read_metrics(path: Path, up_to_step: int) -> list[dict]:

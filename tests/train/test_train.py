@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -38,6 +39,11 @@ def test_train_writes_checkpoints_metrics_and_plot(tmp_path, corpus_file):
     assert last["step"] == 12 and last["format"] == ckpt.FORMAT
     assert last["best_val_loss"] == min(r["val_loss"] for r in evals)
     assert torch.load(out / "best.pt", weights_only=True)["val_loss"] == last["best_val_loss"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("best.pt", "last.pt", "loss.png"):  # atomic writes keep the usual permissions, not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(out.glob(".*.tmp"))
 
 
 RECIPE = ["--max-steps", "16", "--eval-interval", "4", "--schedule", "cosine", "--warmup-steps", "3",
