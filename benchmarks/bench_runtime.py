@@ -28,23 +28,10 @@ import numpy as np
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
 
 
-def random_weights(V, E, H, L, seed=0):
-    rng = np.random.default_rng(seed)
-    s = 1 / np.sqrt(H)
-    u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)  # noqa: E731
-    w = {"embedding.weight": rng.standard_normal((V, E)).astype(np.float32), "head.weight": u(V, H), "head.bias": u(V)}
-    for k in range(L):
-        w[f"rnn.weight_ih_l{k}"] = u(3 * H, E if k == 0 else H)
-        w[f"rnn.weight_hh_l{k}"] = u(3 * H, H)
-        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
-        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
-    return w
-
-
 def build_models(tmp: Path, E: int, H: int, L: int):
     import onnx
 
-    from chargen.export.graph import build_step_graph
+    from chargen.export.graph import build_step_graph, random_weights
     from chargen.runtime.contract import Vocab
 
     vocab = Vocab.from_text(ALPHABET)

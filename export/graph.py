@@ -337,6 +337,25 @@ def set_metadata(
         entry.key, entry.value = key, value
 
 
+def random_weights(V: int, E: int, H: int, L: int, seed: int = 0, *, head_scale: float = 1.0,
+                   rnn_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Weights with a CharGRU state_dict's names and shapes, filled like torch's default init.
+
+    For tests and benchmarks that need a model file without training one; the scales
+    sharpen the head and the recurrence so that the distributions are not flat.
+    """
+    rng = np.random.default_rng(seed)
+    s = 1 / np.sqrt(H)
+    u = lambda *shape: rng.uniform(-s, s, shape)  # noqa: E731
+    w = {"embedding.weight": rng.standard_normal((V, E)), "head.weight": head_scale * u(V, H), "head.bias": u(V)}
+    for k in range(L):
+        w[f"rnn.weight_ih_l{k}"] = rnn_scale * u(3 * H, E if k == 0 else H)
+        w[f"rnn.weight_hh_l{k}"] = rnn_scale * u(3 * H, H)
+        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
+        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
 def build_step_graph(
     weights: dict[str, np.ndarray],
     model_config: dict,

@@ -17,23 +17,10 @@ pytest.importorskip("onnxruntime")
 from typer.testing import CliRunner  # noqa: E402
 
 from chargen.cli import app  # noqa: E402
-from chargen.export.graph import build_step_graph  # noqa: E402
+from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, Vocab  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def random_weights(V, E, H, L, seed=0):
-    rng = np.random.default_rng(seed)
-    s = 1 / np.sqrt(H)
-    u = lambda *shape: rng.uniform(-s, s, shape)  # noqa: E731
-    w = {"embedding.weight": rng.standard_normal((V, E)), "head.weight": 8 * u(V, H), "head.bias": u(V)}
-    for k in range(L):
-        w[f"rnn.weight_ih_l{k}"] = 4 * u(3 * H, E if k == 0 else H)
-        w[f"rnn.weight_hh_l{k}"] = 4 * u(3 * H, H)
-        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
-        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
-    return {k: v.astype(np.float32) for k, v in w.items()}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +28,7 @@ def model_path(tmp_path_factory):
     vocab = Vocab.from_text(ALPHABET)
     config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=32, layers=1, dropout=0.0)
     path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
-    onnx.save(build_step_graph(random_weights(len(vocab), 16, 32, 1, seed=2), config, vocab), path)
+    onnx.save(build_step_graph(random_weights(len(vocab), 16, 32, 1, seed=2, head_scale=8, rnn_scale=4), config, vocab), path)
     return path
 
 

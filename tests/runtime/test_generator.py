@@ -11,33 +11,18 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from chargen.export.graph import build_step_graph  # noqa: E402
+from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, UnknownCharactersError, Vocab  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
 E, H, L = 16, 32, 2
 
 
-def random_weights(V: int, E: int, H: int, L: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A CharGRU state_dict's shapes, filled like torch's default init (a sharper head, so
-    that the distributions are not flat)."""
-    rng = np.random.default_rng(seed)
-    s = 1 / np.sqrt(H)
-    u = lambda *shape: rng.uniform(-s, s, shape)  # noqa: E731
-    w = {"embedding.weight": rng.standard_normal((V, E)), "head.weight": 8 * u(V, H), "head.bias": u(V)}
-    for k in range(L):
-        w[f"rnn.weight_ih_l{k}"] = 4 * u(3 * H, E if k == 0 else H)
-        w[f"rnn.weight_hh_l{k}"] = 4 * u(3 * H, H)
-        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
-        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
-    return {k: v.astype(np.float32) for k, v in w.items()}
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     vocab = Vocab.from_text(ALPHABET)
     config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
-    weights = random_weights(len(vocab), E, H, L, seed=1)
+    weights = random_weights(len(vocab), E, H, L, seed=1, head_scale=8, rnn_scale=4)
     path = tmp_path_factory.mktemp("gen") / "tiny.onnx"
     onnx.save(build_step_graph(weights, config, vocab), path)
     return path, weights

@@ -15,25 +15,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from chargen.export.graph import build_step_graph  # noqa: E402
+from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
 from chargen.runtime import contract  # noqa: E402
 from chargen.runtime.contract import Vocab  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
-
-
-def random_weights(V: int, E: int, H: int, L: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A CharGRU state_dict's shapes, filled like torch's default init."""
-    rng = np.random.default_rng(seed)
-    s = 1 / np.sqrt(H)
-    u = lambda *shape: rng.uniform(-s, s, shape)  # noqa: E731
-    w = {"embedding.weight": rng.standard_normal((V, E)), "head.weight": u(V, H), "head.bias": u(V)}
-    for k in range(L):
-        w[f"rnn.weight_ih_l{k}"] = u(3 * H, E if k == 0 else H)
-        w[f"rnn.weight_hh_l{k}"] = u(3 * H, H)
-        w[f"rnn.bias_ih_l{k}"] = u(3 * H)
-        w[f"rnn.bias_hh_l{k}"] = u(3 * H)
-    return {k: v.astype(np.float32) for k, v in w.items()}
 
 
 def make_model_proto(E=16, H=32, L=2, seed=0, alphabet=ALPHABET):
