@@ -240,6 +240,18 @@ cdef class Sampler:
         self._busy = True
         return 0
 
+    cdef int _claim(self, Py_ssize_t V, object top_k, Py_ssize_t streams) except -1:
+        """Take the sampler for one call (as _enter) with scratch for V symbols and
+        `streams` RNG streams; returns top_k for the C side. Releases it again on error."""
+        self._enter()
+        try:
+            self._ensure_scratch(V)
+            self._ensure_streams(streams)
+            return _top_k(top_k, V)
+        except BaseException:
+            self._busy = False
+            raise
+
     # ------------------------------------------------------------ sampling
     def sample(self, logits, double temperature=1.0, top_k=0, double top_p=1.0):
         """One id from one row of V logits (stream 0).
@@ -260,14 +272,8 @@ cdef class Sampler:
             self._enter()
         else:
             arr = _as_row(logits)
-            self._enter()
-            try:
-                self._ensure_scratch(cnp.PyArray_DIMS(arr)[0])
-                V = <int>cnp.PyArray_DIMS(arr)[0]
-                k = _top_k(top_k, V)
-            except BaseException:
-                self._busy = False
-                raise
+            k = self._claim(cnp.PyArray_DIMS(arr)[0], top_k, 1)  # checks V's size before the cast
+            V = <int>cnp.PyArray_DIMS(arr)[0]
         x = <const float *>cnp.PyArray_DATA(arr)
         with nogil:
             r = chargen_sample(x, V, temperature, k, top_p, self._rngs, self._scratch)
@@ -304,17 +310,8 @@ cdef class Sampler:
             res = _check_out(out, B)
         if B == 0:
             return res
-        self._enter()
-        try:
-            if cnp.PyArray_DIMS(arr)[1] > self._scratch_v:
-                self._ensure_scratch(cnp.PyArray_DIMS(arr)[1])
-            if B > self._n_streams:
-                self._ensure_streams(B)
-            V = <int>cnp.PyArray_DIMS(arr)[1]
-            k = _top_k(top_k, V)
-        except BaseException:
-            self._busy = False
-            raise
+        k = self._claim(cnp.PyArray_DIMS(arr)[1], top_k, B)  # checks V's size before the cast
+        V = <int>cnp.PyArray_DIMS(arr)[1]
         ld = cnp.PyArray_STRIDES(arr)[0] // <cnp.npy_intp>sizeof(float) if B > 1 else V
         x = <const float *>cnp.PyArray_DATA(arr)
         o = <int64_t *>cnp.PyArray_DATA(res)
@@ -344,14 +341,8 @@ cdef class Sampler:
             res = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         else:
             res = _check_out(out, n)
-        self._enter()
-        try:
-            self._ensure_scratch(cnp.PyArray_DIMS(arr)[0])
-            V = <int>cnp.PyArray_DIMS(arr)[0]
-            k = _top_k(top_k, V)
-        except BaseException:
-            self._busy = False
-            raise
+        k = self._claim(cnp.PyArray_DIMS(arr)[0], top_k, 1)  # checks V's size before the cast
+        V = <int>cnp.PyArray_DIMS(arr)[0]
         with nogil:
             r = chargen_sample_n(<const float *>cnp.PyArray_DATA(arr), V, temperature, k,
                                  top_p, self._rngs, self._scratch, n,
@@ -373,14 +364,8 @@ cdef class Sampler:
         cdef int V, k, r
         dims[0] = cnp.PyArray_DIMS(arr)[0]
         res = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
-        self._enter()
-        try:
-            self._ensure_scratch(cnp.PyArray_DIMS(arr)[0])
-            V = <int>cnp.PyArray_DIMS(arr)[0]
-            k = _top_k(top_k, V)
-        except BaseException:
-            self._busy = False
-            raise
+        k = self._claim(cnp.PyArray_DIMS(arr)[0], top_k, 1)  # checks V's size before the cast
+        V = <int>cnp.PyArray_DIMS(arr)[0]
         r = chargen_distribution(<const float *>cnp.PyArray_DATA(arr), V, temperature,
                                  k, top_p, self._scratch, <double *>cnp.PyArray_DATA(res))
         self._busy = False
