@@ -54,6 +54,7 @@ def train(
     hidden_size: Annotated[Optional[int], typer.Option(help="GRU units per layer. [1024]")] = None,
     layers: Annotated[Optional[int], typer.Option(help="GRU layers. [1]")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout on GRU outputs. [0.0]")] = None,
+    weight_drop: Annotated[Optional[float], typer.Option(help="DropConnect on the recurrent weights: each step zeroes this fraction of W_hh. [0.0]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [1e-3]")] = None,
     min_lr: Annotated[Optional[float], typer.Option(help="Final learning rate of the cosine schedule. [1e-4]")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: constant or cosine (with warm-up). [constant]")] = None,
@@ -74,7 +75,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
-        embedding_dim=embedding_dim, hidden_size=hidden_size, layers=layers, dropout=dropout,
+        embedding_dim=embedding_dim, hidden_size=hidden_size, layers=layers, dropout=dropout, weight_drop=weight_drop,
         lr=lr, min_lr=min_lr, schedule=schedule, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip, val_fraction=val_fraction,
         eval_interval=eval_interval, log_interval=log_interval, sample_length=sample_length,

@@ -4,7 +4,7 @@ A checkpoint is a plain dict of tensors and Python primitives:
 
     format        "chargen-checkpoint"
     version       1
-    model_config  ModelConfig as a dict (vocab_size, embedding_dim, hidden_size, layers, dropout)
+    model_config  ModelConfig as a dict (vocab_size, embedding_dim, hidden_size, layers, dropout, weight_drop)
     train_config  TrainConfig as a dict
     vocab         list of characters in id order
     corpus        corpus name

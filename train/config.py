@@ -17,6 +17,7 @@ class TrainConfig:
     hidden_size: int = 1024
     layers: int = 1
     dropout: float = 0.0
+    weight_drop: float = 0.0
     # data
     batch_size: int = 64
     seq_len: int = 100
@@ -49,6 +50,7 @@ class TrainConfig:
                  f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         need(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        need(0.0 <= self.weight_drop < 1.0, f"--weight-drop must be in [0, 1), got {self.weight_drop}")
         need(0.0 < self.val_fraction < 1.0, f"--val-fraction must be inside (0, 1), got {self.val_fraction}")
         need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}")
         need(0.0 <= self.min_lr <= self.lr, f"--min-lr must be in [0, lr], got {self.min_lr}")

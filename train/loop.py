@@ -272,7 +272,8 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         # pool would only spin against it (measured: 2.5x slower with both at 2).
         torch.set_num_threads(1)
     torch.manual_seed(config.seed)
-    model_config = ModelConfig(len(vocab), config.embedding_dim, config.hidden_size, config.layers, config.dropout)
+    model_config = ModelConfig(len(vocab), config.embedding_dim, config.hidden_size, config.layers, config.dropout,
+                               config.weight_drop)
     model = CharGRU(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best_val_loss = 0, math.inf

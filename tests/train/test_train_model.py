@@ -43,6 +43,37 @@ def test_fused_gradcheck():
     assert torch.autograd.gradcheck(FusedGRU.apply, (gi, h0, w, b))
 
 
+def test_fused_float32_kernel_matches_nn_gru():
+    # float32 runs the vectorised kernel (its own sigmoid/tanh); float64 above runs libm's
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(65, 32, 256)).train()
+    tokens, targets = torch.randint(0, 65, (50, 8)), torch.randint(0, 65, (50, 8))
+    h0 = torch.randn(1, 8, 256) * 3  # saturating gates too
+    results = []
+    for fused in (True, False):
+        model.fused = fused
+        loss, h = model.loss(tokens, targets, h0)
+        grads = torch.autograd.grad(loss + h.square().sum(), list(model.parameters()))
+        results.append((loss, h, grads))
+    (l1, h1, g1), (l2, h2, g2) = results
+    assert abs(l1.item() - l2.item()) < 1e-5
+    assert torch.allclose(h1, h2, atol=1e-5)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()
+
+
+def test_gru_kernel_rejects_wrong_shapes():
+    from chargen.train import _gru
+
+    B, H = 2, 3
+    z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    _gru.forward_step(z(B, 3 * H), z(B, 3 * H), z(3 * H), z(B, H), z(B, 4 * H), z(B, H))
+    with pytest.raises(ValueError, match=r"gates must be \(2, 12\)"):
+        _gru.forward_step(z(B, 3 * H), z(B, 3 * H), z(3 * H), z(B, H), z(B, 3 * H), z(B, H))
+    with pytest.raises(ValueError, match="dh_rec"):
+        _gru.backward_step(z(B, 4 * H), z(B, H), None, z(B, 2 * H), z(B, H), z(B, 3 * H), z(B, 3 * H))
+
+
 def test_numpy_evaluation_matches_torch():
     torch.manual_seed(0)
     model = CharGRU(ModelConfig(13, 8, 16, layers=2)).eval()
@@ -74,3 +105,46 @@ def test_sampling_uses_its_own_generator_only():
     assert torch.equal(before, torch.get_rng_state())
     assert a == evaluate.sample(model, [1, 2], 30, torch.Generator().manual_seed(3))
     assert len(a) == 30 and all(0 <= i < 13 for i in a)
+
+
+def test_scratch_reuse_never_overwrites_a_live_graph():
+    # Two forwards before either backward: the second must not reuse the first's arrays.
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(11, 5, 7, layers=2)).double().train()
+    batches = [(torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))) for _ in range(2)]
+    expected = []
+    for x, y in batches:  # one at a time: arrays reused between them
+        loss, _ = model.loss(x, y)
+        expected.append(torch.autograd.grad(loss, list(model.parameters())))
+    losses = [model.loss(x, y)[0] for x, y in batches]  # both graphs alive at once
+    for loss, want in zip(reversed(losses), reversed(expected)):
+        got = torch.autograd.grad(loss, list(model.parameters()))
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    reused = model.scratch.get("l0.gates", model.scratch._arrays["l0.gates"].shape, np.float64)
+    assert reused is model.scratch._arrays["l0.gates"]
+
+
+def test_weight_drop_is_the_same_on_both_paths_and_off_in_eval():
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(11, 5, 7, dropout=0.2, weight_drop=0.5)).double().train()
+    tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+    results = []
+    for fused in (True, False):
+        model.fused = fused
+        torch.manual_seed(1)  # the same masks on both paths
+        loss, _ = model.loss(tokens, targets)
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-12)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+    w_hh_grad = g1[list(dict(model.named_parameters())).index("rnn.weight_hh_l0")]
+    assert (w_hh_grad == 0).float().mean() > 0.3  # dropped connections get no gradient
+    torch.manual_seed(2)
+    without, _ = model.loss(tokens, targets)
+    assert not torch.allclose(without, l1)  # another mask, another loss
+    model.eval()
+    e1, _ = model.loss(tokens, targets)
+    e2, _ = model.loss(tokens, targets)
+    assert torch.equal(e1, e2)

@@ -1,0 +1,193 @@
+/* chargen GRU training kernels: see gru_train.h for the contract.  Pure C99. */
+
+#include "gru_train.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* x86 with GCC or clang: the float kernels also get an AVX2+FMA build, used
+ * when the CPU has both (as csrc/sampler.c does for its vector loops). */
+#if (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__x86_64__) || defined(__i386__)) && !defined(CHARGEN_NO_AVX2)
+#define CHARGEN_AVX2 1
+#define INLINE inline __attribute__((always_inline))
+#else
+#define CHARGEN_AVX2 0
+#define INLINE inline
+#endif
+
+/* min(max(t, lo), hi) by selects on the bits: a float ?: is control flow
+ * under the default -ftrapping-math, and would stop the vectoriser. */
+static INLINE float clamp_f32(float t, float lo, float hi) {
+    uint32_t tb, lb, hb, below, above;
+    memcpy(&tb, &t, sizeof tb);
+    memcpy(&lb, &lo, sizeof lb);
+    memcpy(&hb, &hi, sizeof hb);
+    below = 0u - (uint32_t)(t < lo);
+    above = 0u - (uint32_t)(t > hi);
+    tb = (tb & ~below & ~above) | (lb & below) | (hb & above);
+    memcpy(&t, &tb, sizeof t);
+    return t;
+}
+
+/* 2^t for t clamped to [-126, 126], where every caller's result has
+ * saturated: Cephes exp2f, a degree-6 polynomial on [-1/2, 1/2] times 2^k set
+ * through the exponent bits.  Branch-free, so that the loops vectorise. */
+static INLINE float exp2_clamped(float t) {
+    float k, f, y, scale;
+    uint32_t bits;
+    t = clamp_f32(t, -126.0f, 126.0f);
+    k = (t + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
+    f = t - k;
+    y = 1.535336188319500e-4f;
+    y = y * f + 1.339887440266574e-3f;
+    y = y * f + 9.618437357674640e-3f;
+    y = y * f + 5.550332471162809e-2f;
+    y = y * f + 2.402264791363012e-1f;
+    y = y * f + 6.931472028550421e-1f;
+    y = y * f + 1.0f;
+    bits = (uint32_t)((int32_t)k + 127) << 23;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+#define LOG2E_F 1.44269504088896341f
+
+static INLINE float sigmoid_f32(float x) { return 1.0f / (1.0f + exp2_clamped(-LOG2E_F * x)); }
+
+/* 1 - 2 / (1 + e^(2x)): absolute error ~1e-7 near 0, exactly +-1 far out. */
+static INLINE float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp2_clamped(2.0f * LOG2E_F * x)); }
+
+static INLINE double sigmoid_f64(double x) { return 1.0 / (1.0 + exp(-x)); }
+static INLINE double tanh_f64(double x) { return tanh(x); }
+
+/* One row of the batch, defined once per precision from the same text, so
+ * the two cannot drift apart.  Each gate's row is its own restrict
+ * parameter: that is what lets the vectoriser prove the stores independent. */
+#define DEFINE_ROWS(sfx, real, sigmoid, tanh_)                                  \
+    static INLINE void forward_row_##sfx(                                       \
+        size_t H, const real *restrict xr, const real *restrict xz,             \
+        const real *restrict xn, const real *restrict hr, const real *restrict hz, \
+        const real *restrict hn, const real *restrict br, const real *restrict bz, \
+        const real *restrict bn, const real *restrict hp, real *restrict gr,    \
+        real *restrict gz, real *restrict gn, real *restrict gg, real *restrict ho) { \
+        size_t j;                                                               \
+        for (j = 0; j < H; j++) {                                               \
+            const real r = sigmoid(xr[j] + hr[j] + br[j]);                      \
+            const real z = sigmoid(xz[j] + hz[j] + bz[j]);                      \
+            const real ghn = hn[j] + bn[j];                                     \
+            const real n = tanh_(xn[j] + r * ghn);                              \
+            gr[j] = r;                                                          \
+            gz[j] = z;                                                          \
+            gn[j] = n;                                                          \
+            gg[j] = ghn;                                                        \
+            ho[j] = n + z * (hp[j] - n); /* (1 - z) n + z h_prev */             \
+        }                                                                       \
+    }                                                                           \
+    static INLINE void add_row_##sfx(size_t H, real *restrict c, const real *restrict d) { \
+        size_t j;                                                               \
+        for (j = 0; j < H; j++) c[j] += d[j];                                   \
+    }                                                                           \
+    static INLINE void backward_row_##sfx(                                      \
+        size_t H, const real *restrict gr, const real *restrict gz,             \
+        const real *restrict gn, const real *restrict gg, const real *restrict hp, \
+        real *restrict c, real *restrict dir, real *restrict diz, real *restrict din, \
+        real *restrict dgr, real *restrict dgz, real *restrict dgn) {           \
+        size_t j;                                                               \
+        for (j = 0; j < H; j++) {                                               \
+            const real r = gr[j], z = gz[j], n = gn[j], dh = c[j];              \
+            const real d_n = dh * (1 - z) * (1 - n * n);                        \
+            const real d_z = dh * (hp[j] - n) * z * (1 - z);                    \
+            const real d_r = d_n * gg[j] * r * (1 - r);                         \
+            dir[j] = d_r;                                                       \
+            diz[j] = d_z;                                                       \
+            din[j] = d_n;                                                       \
+            dgr[j] = d_r;                                                       \
+            dgz[j] = d_z;                                                       \
+            dgn[j] = d_n * r;                                                   \
+            c[j] = dh * z;                                                      \
+        }                                                                       \
+    }                                                                           \
+    static INLINE void forward_##sfx(size_t B, size_t H, const real *gi,        \
+                                     const real *gh, const real *b_hh,          \
+                                     const real *h_prev, real *gates, real *h) { \
+        size_t b;                                                               \
+        for (b = 0; b < B; b++) {                                               \
+            const real *x = gi + b * 3 * H, *y = gh + b * 3 * H;                \
+            real *g = gates + b * 4 * H;                                        \
+            forward_row_##sfx(H, x, x + H, x + 2 * H, y, y + H, y + 2 * H, b_hh, \
+                              b_hh + H, b_hh + 2 * H, h_prev + b * H, g, g + H, \
+                              g + 2 * H, g + 3 * H, h + b * H);                 \
+        }                                                                       \
+    }                                                                           \
+    static INLINE void backward_##sfx(size_t B, size_t H, const real *gates,    \
+                                      const real *h_prev, const real *d_out,    \
+                                      const real *dh_rec, real *carry, real *d_gi, \
+                                      real *d_gh) {                             \
+        size_t b;                                                               \
+        for (b = 0; b < B; b++) {                                               \
+            const real *g = gates + b * 4 * H;                                  \
+            real *c = carry + b * H, *di = d_gi + b * 3 * H, *dg = d_gh + b * 3 * H; \
+            /* separate passes keep the main loop free of branches */           \
+            if (dh_rec) add_row_##sfx(H, c, dh_rec + b * H);                    \
+            if (d_out) add_row_##sfx(H, c, d_out + b * H);                      \
+            backward_row_##sfx(H, g, g + H, g + 2 * H, g + 3 * H, h_prev + b * H, c, \
+                               di, di + H, di + 2 * H, dg, dg + H, dg + 2 * H); \
+        }                                                                       \
+    }
+
+DEFINE_ROWS(f32, float, sigmoid_f32, tanh_f32)
+DEFINE_ROWS(f64, double, sigmoid_f64, tanh_f64)
+
+#if CHARGEN_AVX2
+__attribute__((target("avx2,fma"))) static void forward_f32_avx2(
+    size_t B, size_t H, const float *gi, const float *gh, const float *b_hh,
+    const float *h_prev, float *gates, float *h) {
+    forward_f32(B, H, gi, gh, b_hh, h_prev, gates, h);
+}
+
+__attribute__((target("avx2,fma"))) static void backward_f32_avx2(
+    size_t B, size_t H, const float *gates, const float *h_prev, const float *d_out,
+    const float *dh_rec, float *carry, float *d_gi, float *d_gh) {
+    backward_f32(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+}
+#endif
+
+void chargen_gru_forward_f32(size_t B, size_t H, const float *gi, const float *gh,
+                             const float *b_hh, const float *h_prev, float *gates,
+                             float *h) {
+#if CHARGEN_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        forward_f32_avx2(B, H, gi, gh, b_hh, h_prev, gates, h);
+        return;
+    }
+#endif
+    forward_f32(B, H, gi, gh, b_hh, h_prev, gates, h);
+}
+
+void chargen_gru_backward_f32(size_t B, size_t H, const float *gates,
+                              const float *h_prev, const float *d_out,
+                              const float *dh_rec, float *carry, float *d_gi,
+                              float *d_gh) {
+#if CHARGEN_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        backward_f32_avx2(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+        return;
+    }
+#endif
+    backward_f32(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+}
+
+void chargen_gru_forward_f64(size_t B, size_t H, const double *gi, const double *gh,
+                             const double *b_hh, const double *h_prev, double *gates,
+                             double *h) {
+    forward_f64(B, H, gi, gh, b_hh, h_prev, gates, h);
+}
+
+void chargen_gru_backward_f64(size_t B, size_t H, const double *gates,
+                              const double *h_prev, const double *d_out,
+                              const double *dh_rec, double *carry, double *d_gi,
+                              double *d_gh) {
+    backward_f64(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+}

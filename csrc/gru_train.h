@@ -1,0 +1,66 @@
+/*
+ * chargen GRU training kernels: the gate arithmetic of one time step, forward
+ * and backward, for a batch.  Pure C99: no Python headers, no allocation.
+ *
+ * The recurrent GEMMs stay with the caller's BLAS; these kernels replace the
+ * dozen element-wise passes a framework makes per step with one pass each
+ * (measured: 0.32 s of a 1.25 s training step of the tutorial model ran in
+ * torch's element-wise ops).
+ *
+ * Gate order r, z, n with the reset gate applied after the recurrent product
+ * (torch.nn.GRU, ONNX linear_before_reset=1):
+ *
+ *   r = sigmoid(gi_r + gh_r + b_r)          z = sigmoid(gi_z + gh_z + b_z)
+ *   n = tanh(gi_n + r * (gh_n + b_n))       h = (1 - z) * n + z * h_prev
+ *
+ * Layouts, all row-major and contiguous:
+ *   gi     (B, 3H)  x @ W_ih^T + b_ih, the input projection of this step
+ *   gh     (B, 3H)  h_prev @ W_hh^T, without its bias
+ *   b_hh   (3H)
+ *   gates  (B, 4H)  [r z n gh_n + b_n]: everything the backward needs
+ *   h, h_prev, d_out, dh_rec, carry  (B, H)
+ *
+ * float: sigmoid and tanh come from one exp2 polynomial (relative error
+ * below 2e-7, inputs clamped where the result saturates), vectorised, with an
+ * AVX2 build picked at run time on x86.  double: libm's exp, for the tests
+ * that check the gradient in float64.
+ */
+#ifndef CHARGEN_GRU_TRAIN_H
+#define CHARGEN_GRU_TRAIN_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Writes gates and h for one step. */
+void chargen_gru_forward_f32(size_t B, size_t H, const float *gi, const float *gh,
+                             const float *b_hh, const float *h_prev,
+                             float *gates, float *h);
+void chargen_gru_forward_f64(size_t B, size_t H, const double *gi, const double *gh,
+                             const double *b_hh, const double *h_prev,
+                             double *gates, double *h);
+
+/* The step backwards.  The gradient reaching h is
+ *   dh = dh_rec + carry + d_out
+ * with dh_rec = d_gh(next step) @ W_hh (the caller's GEMM; NULL at the last
+ * step), carry = z(next step) * dh(next step) (the gradient of h at the last
+ * step on the first call) and d_out the gradient of this step's output (NULL
+ * when the output is unused).  Writes d_gi (B, 3H), the gradient of gi;
+ * d_gh (B, 3H), the gradient of h_prev @ W_hh^T + b_hh; and carry = z * dh,
+ * this step's direct share of the gradient of h_prev. */
+void chargen_gru_backward_f32(size_t B, size_t H, const float *gates,
+                              const float *h_prev, const float *d_out,
+                              const float *dh_rec, float *carry, float *d_gi,
+                              float *d_gh);
+void chargen_gru_backward_f64(size_t B, size_t H, const double *gates,
+                              const double *h_prev, const double *d_out,
+                              const double *dh_rec, double *carry, double *d_gi,
+                              double *d_gh);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CHARGEN_GRU_TRAIN_H */
