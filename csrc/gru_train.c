@@ -191,3 +191,32 @@ void chargen_gru_backward_f64(size_t B, size_t H, const double *gates,
                               double *d_gh) {
     backward_f64(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
 }
+
+/* ------------------------------------------------------------- dropout */
+/* torch's CPU dropout drew a float per element through its generator: 0.1 to
+ * 0.2 s of a training step at the output of a (100, 64, 1024) GRU. */
+static INLINE uint64_t splitmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+void chargen_dropout_mask(size_t n, double p, uint64_t seed, uint8_t *mask) {
+    const uint32_t threshold = (uint32_t)(p * 65536.0 + 0.5); /* drop if u16 < threshold */
+    size_t i, k;
+    for (i = 0; i < n; i += 4) {
+        const uint64_t r = splitmix64(seed + (uint64_t)(i / 4 + 1) * 0x9E3779B97F4A7C15ULL);
+        for (k = 0; k < 4 && i + k < n; k++)
+            mask[i + k] = (uint8_t)(((r >> (16 * k)) & 0xFFFFu) >= threshold);
+    }
+}
+
+void chargen_dropout_apply_f32(size_t n, const float *x, const uint8_t *mask, float scale, float *y) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] * (scale * (float)mask[i]);
+}
+
+void chargen_dropout_apply_f64(size_t n, const double *x, const uint8_t *mask, double scale, double *y) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] * (scale * (double)mask[i]);
+}

@@ -1,6 +1,7 @@
 /*
  * chargen GRU training kernels: the gate arithmetic of one time step, forward
- * and backward, for a batch.  Pure C99: no Python headers, no allocation.
+ * and backward, for a batch, and dropout.  Pure C99: no Python headers, no
+ * allocation.
  *
  * The recurrent GEMMs stay with the caller's BLAS; these kernels replace the
  * dozen element-wise passes a framework makes per step with one pass each
@@ -29,6 +30,7 @@
 #define CHARGEN_GRU_TRAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +60,16 @@ void chargen_gru_backward_f64(size_t B, size_t H, const double *gates,
                               const double *h_prev, const double *d_out,
                               const double *dh_rec, double *carry, double *d_gi,
                               double *d_gh);
+
+/* Dropout: mask[i] = 1 (keep) with probability 1 - p, else 0; a pure
+ * function of (seed, i), so a mask can be made again from its seed.  Each
+ * 64-bit splitmix64 output gives four 16-bit draws: p is rounded to a
+ * multiple of 1/65536. */
+void chargen_dropout_mask(size_t n, double p, uint64_t seed, uint8_t *mask);
+
+/* y[i] = mask[i] ? x[i] * scale : 0  (y may be x). */
+void chargen_dropout_apply_f32(size_t n, const float *x, const uint8_t *mask, float scale, float *y);
+void chargen_dropout_apply_f64(size_t n, const double *x, const uint8_t *mask, double scale, double *y);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,8 @@
         ],
         "extra_compile_args": [
             "-O3",
-            "-std=c99"
+            "-std=c99",
+            "-fno-trapping-math"
         ],
         "include_dirs": [
             "csrc"
@@ -1275,6 +1276,7 @@ static int __Pyx_init_tpflags_variables(void) {
 #define __PYX_HAVE__chargen__train___gru
 #define __PYX_HAVE_API__chargen__train___gru
 /* Early includes */
+#include <stdint.h>
 #include "gru_train.h"
 #include "pythread.h"
 #include <string.h>
@@ -1761,7 +1763,7 @@ struct __pyx_MemviewEnum_obj;
 struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 
-/* "train/_gru.pyx":37
+/* "train/_gru.pyx":43
  * 
  * 
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,             # <<<<<<<<<<<<<<
@@ -2799,6 +2801,9 @@ static PyObject *__Pyx_PyDict_GetItem(PyObject *d, PyObject* key);
 #define __Pyx_PyObject_Dict_GetItem(obj, name)  PyObject_GetItem(obj, name)
 #endif
 
+/* CDoubleToPyUnicode.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyUnicode_FromDouble(double value, char format_char, int precision);
+
 /* AllocateExtensionType.proto */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final);
 
@@ -3057,6 +3062,14 @@ static PyObject *__pyx_FusedFunction_New(PyMethodDef *ml, int flags,
                                          PyObject *code);
 static PyTypeObject *__Pyx_Get_FusedFunction_Type(void);
 
+/* CythonFunction.export */
+static PyObject *__Pyx_CyFunction_New(PyMethodDef *ml,
+                                      int flags, PyObject* qualname,
+                                      PyObject *closure,
+                                      PyObject *module, PyObject *globals,
+                                      PyObject* code);
+static PyTypeObject *__Pyx_Get_CyFunction_Type(void);
+
 /* CLineInTraceback.proto (used by AddTraceback) */
 #if CYTHON_CLINE_IN_TRACEBACK && CYTHON_CLINE_IN_TRACEBACK_RUNTIME
 static int __Pyx_CLineForTraceback(PyThreadState *tstate, int c_line);
@@ -3177,13 +3190,25 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_d
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
-static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(PyObject *, int writable_flag);
-
-/* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_float(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double(PyObject *, int writable_flag);
 
 /* MemviewSliceCopy.proto */
 static __Pyx_memviewslice
@@ -3194,6 +3219,9 @@ __pyx_memoryview_copy_new_contig(const __Pyx_memviewslice *from_mvs,
 
 /* ImportNumPyArray.proto */
 static PyObject* __Pyx_ImportNumPyArrayTypeIfAvailable(void);
+
+/* CIntFromPy.proto */
+static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *);
 
 /* PyObjectVectorcallKwds.proto (used by PyObjectVectorcallMethodKwds) */
 #if CYTHON_VECTORCALL
@@ -3349,6 +3377,8 @@ static PyObject *__pyx_memoryviewslice__get_base(struct __pyx_memoryviewslice_ob
 
 /* Module declarations from "cython" */
 
+/* Module declarations from "libc.stdint" */
+
 /* Module declarations from "chargen.train._gru" */
 static PyObject *__pyx_collections_abc_Sequence = 0;
 static PyObject *generic = 0;
@@ -3403,6 +3433,8 @@ static const __Pyx_TypeInfo __Pyx_TypeInfo_float__const__ = { "const float", NUL
 static const __Pyx_TypeInfo __Pyx_TypeInfo_double__const__ = { "const double", NULL, sizeof(double const ), { 0 }, 0, 'R', 0, 0 };
 static const __Pyx_TypeInfo __Pyx_TypeInfo_float = { "float", NULL, sizeof(float), { 0 }, 0, 'R', 0, 0 };
 static const __Pyx_TypeInfo __Pyx_TypeInfo_double = { "double", NULL, sizeof(double), { 0 }, 0, 'R', 0, 0 };
+static const __Pyx_TypeInfo __Pyx_TypeInfo_nn_uint8_t = { "uint8_t", NULL, sizeof(uint8_t), { 0 }, 0, __PYX_IS_UNSIGNED(uint8_t) ? 'U' : 'I', __PYX_IS_UNSIGNED(uint8_t), 0 };
+static const __Pyx_TypeInfo __Pyx_TypeInfo_nn_uint8_t__const__ = { "const uint8_t", NULL, sizeof(uint8_t const ), { 0 }, 0, __PYX_IS_UNSIGNED(uint8_t const ) ? 'U' : 'I', __PYX_IS_UNSIGNED(uint8_t const ), 0 };
 /* #### Code section: before_global_var ### */
 #define __Pyx_MODULE_NAME "chargen.train._gru"
 extern int __pyx_module_is_main_chargen__train___gru;
@@ -3428,7 +3460,7 @@ static const char __pyx_k_Cannot_transpose_memoryview_with[] = "Cannot transpose
 static const char __pyx_k_Empty_shape_tuple_for_cython_arr[] = "Empty shape tuple for cython.array";
 static const char __pyx_k_Indirect_dimensions_not_supporte[] = "Indirect dimensions not supported";
 static const char __pyx_k_Out_of_bounds_on_buffer_access_a[] = "Out of bounds on buffer access (axis %zd)";
-static const char __pyx_k_The_GRU_training_kernels_of_csrc[] = "The GRU training kernels of csrc/gru_train.c for FusedGRU: one step\047s gate\narithmetic, forward and backward, in one pass each.\n\n    forward_step(gi, gh, b_hh, h_prev, gates, h)\n    backward_step(gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh)\n\nArguments are C-contiguous float32 or float64 arrays (all of one dtype) with\nthe shapes of csrc/gru_train.h: gi, gh, d_gi, d_gh (B, 3H); gates (B, 4H);\nb_hh (3H,); the rest (B, H). d_out and dh_rec may be None. Outputs are\nwritten in place; nothing is allocated.\n";
+static const char __pyx_k_The_GRU_training_kernels_of_csrc[] = "The GRU training kernels of csrc/gru_train.c for FusedGRU: one step\047s gate\narithmetic, forward and backward, in one pass each.\n\n    forward_step(gi, gh, b_hh, h_prev, gates, h)\n    backward_step(gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh)\n    dropout_mask(mask, p, seed)          mask: uint8, 1 = keep, a function of (seed, index)\n    dropout_apply(x, mask, scale, y)     y = x * mask * scale, 1-D arrays\n\nArguments are C-contiguous float32 or float64 arrays (all of one dtype) with\nthe shapes of csrc/gru_train.h: gi, gh, d_gi, d_gh (B, 3H); gates (B, 4H);\nb_hh (3H,); the rest (B, H). d_out and dh_rec may be None. Outputs are\nwritten in place; nothing is allocated.\n";
 static const char __pyx_k_Unable_to_convert_item_to_object[] = "Unable to convert item to object";
 static const char __pyx_k_got_differing_extents_in_dimensi[] = "got differing extents in dimension %d (got %zd and %zd)";
 /* #### Code section: decls ### */
@@ -3474,11 +3506,15 @@ static PyObject *__pyx_pf___pyx_memoryviewslice___reduce_cython__(CYTHON_UNUSED 
 static PyObject *__pyx_pf___pyx_memoryviewslice_2__setstate_cython__(CYTHON_UNUSED struct __pyx_memoryviewslice_obj *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_15View_dot_MemoryView___pyx_unpickle_Enum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h); /* proto */
-static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_8forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_10forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h); /* proto */
 static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh); /* proto */
-static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_14backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_16backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_4dropout_mask(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_p, uint64_t __pyx_v_seed); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_6dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_20dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_scale, __Pyx_memviewslice __pyx_v_y); /* proto */
+static PyObject *__pyx_pf_7chargen_5train_4_gru_22dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_scale, __Pyx_memviewslice __pyx_v_y); /* proto */
 static PyObject *__pyx_tp_new__initialisation_7chargen_5train_4_gru___pyx_defaults(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3639,8 +3675,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[2];
-    PyObject *__pyx_codeobj_tab[6];
-    PyObject *__pyx_string_tab[138];
+    PyObject *__pyx_codeobj_tab[10];
+    PyObject *__pyx_string_tab[153];
     PyObject *__pyx_number_tab[3];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3725,119 +3761,134 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_add_note __pyx_string_tab[22]
 #define __pyx_kp_u_collections_abc __pyx_string_tab[23]
 #define __pyx_kp_u_disable __pyx_string_tab[24]
-#define __pyx_kp_u_enable __pyx_string_tab[25]
-#define __pyx_kp_u_gc __pyx_string_tab[26]
-#define __pyx_kp_u_isenabled __pyx_string_tab[27]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[28]
-#define __pyx_kp_u_train__gru_pyx __pyx_string_tab[29]
-#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[30]
-#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[31]
-#define __pyx_kp_u__7 __pyx_string_tab[32]
-#define __pyx_n_u_ASCII __pyx_string_tab[33]
-#define __pyx_n_u_B __pyx_string_tab[34]
-#define __pyx_n_u_Ellipsis __pyx_string_tab[35]
-#define __pyx_n_u_H __pyx_string_tab[36]
-#define __pyx_n_u_Sequence __pyx_string_tab[37]
-#define __pyx_n_u_View_MemoryView __pyx_string_tab[38]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[39]
-#define __pyx_n_u_annotate __pyx_string_tab[40]
-#define __pyx_n_u_class __pyx_string_tab[41]
-#define __pyx_n_u_class_getitem __pyx_string_tab[42]
-#define __pyx_n_u_dict __pyx_string_tab[43]
-#define __pyx_n_u_func __pyx_string_tab[44]
-#define __pyx_n_u_getstate __pyx_string_tab[45]
-#define __pyx_n_u_import __pyx_string_tab[46]
-#define __pyx_n_u_main __pyx_string_tab[47]
-#define __pyx_n_u_module __pyx_string_tab[48]
-#define __pyx_n_u_name_2 __pyx_string_tab[49]
-#define __pyx_n_u_new __pyx_string_tab[50]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[51]
-#define __pyx_n_u_pyx_state __pyx_string_tab[52]
-#define __pyx_n_u_pyx_type __pyx_string_tab[53]
-#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[54]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[55]
-#define __pyx_n_u_qualname __pyx_string_tab[56]
-#define __pyx_n_u_reduce __pyx_string_tab[57]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[58]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[59]
-#define __pyx_n_u_set_name __pyx_string_tab[60]
-#define __pyx_n_u_setstate __pyx_string_tab[61]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[62]
-#define __pyx_n_u_test __pyx_string_tab[63]
-#define __pyx_n_u_fused_sigindex __pyx_string_tab[64]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[65]
-#define __pyx_n_u_abc __pyx_string_tab[66]
-#define __pyx_n_u_allocate_buffer __pyx_string_tab[67]
-#define __pyx_n_u_args __pyx_string_tab[68]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[69]
-#define __pyx_n_u_b_hh __pyx_string_tab[70]
-#define __pyx_n_u_backward_step __pyx_string_tab[71]
-#define __pyx_n_u_backward_step_const_double_1_con __pyx_string_tab[72]
-#define __pyx_n_u_backward_step_const_float_1_cons __pyx_string_tab[73]
-#define __pyx_n_u_base __pyx_string_tab[74]
-#define __pyx_n_u_c __pyx_string_tab[75]
-#define __pyx_n_u_carry __pyx_string_tab[76]
-#define __pyx_n_u_chargen_train__gru __pyx_string_tab[77]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[78]
-#define __pyx_n_u_count __pyx_string_tab[79]
-#define __pyx_n_u_d_gh __pyx_string_tab[80]
-#define __pyx_n_u_d_gi __pyx_string_tab[81]
-#define __pyx_n_u_d_out __pyx_string_tab[82]
-#define __pyx_n_u_d_out_p __pyx_string_tab[83]
-#define __pyx_n_u_defaults __pyx_string_tab[84]
-#define __pyx_n_u_dh_rec __pyx_string_tab[85]
-#define __pyx_n_u_dh_rec_p __pyx_string_tab[86]
-#define __pyx_n_u_double __pyx_string_tab[87]
-#define __pyx_n_u_dtype __pyx_string_tab[88]
-#define __pyx_n_u_dtype_is_object __pyx_string_tab[89]
-#define __pyx_n_u_encode __pyx_string_tab[90]
-#define __pyx_n_u_enumerate __pyx_string_tab[91]
-#define __pyx_n_u_error __pyx_string_tab[92]
-#define __pyx_n_u_flags __pyx_string_tab[93]
-#define __pyx_n_u_float __pyx_string_tab[94]
-#define __pyx_n_u_format __pyx_string_tab[95]
-#define __pyx_n_u_fortran __pyx_string_tab[96]
-#define __pyx_n_u_forward_step __pyx_string_tab[97]
-#define __pyx_n_u_forward_step_const_double_1_cons __pyx_string_tab[98]
-#define __pyx_n_u_forward_step_const_float_1_const __pyx_string_tab[99]
-#define __pyx_n_u_gates __pyx_string_tab[100]
-#define __pyx_n_u_get __pyx_string_tab[101]
-#define __pyx_n_u_gh __pyx_string_tab[102]
-#define __pyx_n_u_gi __pyx_string_tab[103]
-#define __pyx_n_u_h __pyx_string_tab[104]
-#define __pyx_n_u_h_prev __pyx_string_tab[105]
-#define __pyx_n_u_id __pyx_string_tab[106]
-#define __pyx_n_u_index __pyx_string_tab[107]
-#define __pyx_n_u_items __pyx_string_tab[108]
-#define __pyx_n_u_itemsize __pyx_string_tab[109]
-#define __pyx_n_u_kind __pyx_string_tab[110]
-#define __pyx_n_u_kwargs __pyx_string_tab[111]
-#define __pyx_n_u_memview __pyx_string_tab[112]
-#define __pyx_n_u_mode __pyx_string_tab[113]
-#define __pyx_n_u_name __pyx_string_tab[114]
-#define __pyx_n_u_ndim __pyx_string_tab[115]
-#define __pyx_n_u_numpy __pyx_string_tab[116]
-#define __pyx_n_u_obj __pyx_string_tab[117]
-#define __pyx_n_u_pack __pyx_string_tab[118]
-#define __pyx_n_u_pop __pyx_string_tab[119]
-#define __pyx_n_u_register __pyx_string_tab[120]
-#define __pyx_n_u_setdefault __pyx_string_tab[121]
-#define __pyx_n_u_shape __pyx_string_tab[122]
-#define __pyx_n_u_signatures __pyx_string_tab[123]
-#define __pyx_n_u_size __pyx_string_tab[124]
-#define __pyx_n_u_start __pyx_string_tab[125]
-#define __pyx_n_u_step __pyx_string_tab[126]
-#define __pyx_n_u_stop __pyx_string_tab[127]
-#define __pyx_n_u_struct __pyx_string_tab[128]
-#define __pyx_n_u_unpack __pyx_string_tab[129]
-#define __pyx_n_u_update __pyx_string_tab[130]
-#define __pyx_n_u_values __pyx_string_tab[131]
-#define __pyx_n_u_x __pyx_string_tab[132]
-#define __pyx_n_b_O __pyx_string_tab[133]
-#define __pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S __pyx_string_tab[134]
-#define __pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S_2 __pyx_string_tab[135]
-#define __pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF __pyx_string_tab[136]
-#define __pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF_2 __pyx_string_tab[137]
+#define __pyx_kp_u_dropout_probability_must_be_in_0 __pyx_string_tab[25]
+#define __pyx_kp_u_enable __pyx_string_tab[26]
+#define __pyx_kp_u_gc __pyx_string_tab[27]
+#define __pyx_kp_u_isenabled __pyx_string_tab[28]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[29]
+#define __pyx_kp_u_train__gru_pyx __pyx_string_tab[30]
+#define __pyx_kp_u_unable_to_allocate_array_data __pyx_string_tab[31]
+#define __pyx_kp_u_unable_to_allocate_shape_and_str __pyx_string_tab[32]
+#define __pyx_kp_u_x_mask_and_y_must_have_one_lengt __pyx_string_tab[33]
+#define __pyx_kp_u__7 __pyx_string_tab[34]
+#define __pyx_n_u_ASCII __pyx_string_tab[35]
+#define __pyx_n_u_B __pyx_string_tab[36]
+#define __pyx_n_u_Ellipsis __pyx_string_tab[37]
+#define __pyx_n_u_H __pyx_string_tab[38]
+#define __pyx_n_u_Sequence __pyx_string_tab[39]
+#define __pyx_n_u_View_MemoryView __pyx_string_tab[40]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[41]
+#define __pyx_n_u_annotate __pyx_string_tab[42]
+#define __pyx_n_u_class __pyx_string_tab[43]
+#define __pyx_n_u_class_getitem __pyx_string_tab[44]
+#define __pyx_n_u_dict __pyx_string_tab[45]
+#define __pyx_n_u_func __pyx_string_tab[46]
+#define __pyx_n_u_getstate __pyx_string_tab[47]
+#define __pyx_n_u_import __pyx_string_tab[48]
+#define __pyx_n_u_main __pyx_string_tab[49]
+#define __pyx_n_u_module __pyx_string_tab[50]
+#define __pyx_n_u_name_2 __pyx_string_tab[51]
+#define __pyx_n_u_new __pyx_string_tab[52]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[53]
+#define __pyx_n_u_pyx_state __pyx_string_tab[54]
+#define __pyx_n_u_pyx_type __pyx_string_tab[55]
+#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[56]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[57]
+#define __pyx_n_u_qualname __pyx_string_tab[58]
+#define __pyx_n_u_reduce __pyx_string_tab[59]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[60]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[61]
+#define __pyx_n_u_set_name __pyx_string_tab[62]
+#define __pyx_n_u_setstate __pyx_string_tab[63]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[64]
+#define __pyx_n_u_test __pyx_string_tab[65]
+#define __pyx_n_u_fused_sigindex __pyx_string_tab[66]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[67]
+#define __pyx_n_u_abc __pyx_string_tab[68]
+#define __pyx_n_u_allocate_buffer __pyx_string_tab[69]
+#define __pyx_n_u_args __pyx_string_tab[70]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[71]
+#define __pyx_n_u_b_hh __pyx_string_tab[72]
+#define __pyx_n_u_backward_step __pyx_string_tab[73]
+#define __pyx_n_u_backward_step_const_double_1_con __pyx_string_tab[74]
+#define __pyx_n_u_backward_step_const_float_1_cons __pyx_string_tab[75]
+#define __pyx_n_u_base __pyx_string_tab[76]
+#define __pyx_n_u_c __pyx_string_tab[77]
+#define __pyx_n_u_carry __pyx_string_tab[78]
+#define __pyx_n_u_chargen_train__gru __pyx_string_tab[79]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[80]
+#define __pyx_n_u_count __pyx_string_tab[81]
+#define __pyx_n_u_d_gh __pyx_string_tab[82]
+#define __pyx_n_u_d_gi __pyx_string_tab[83]
+#define __pyx_n_u_d_out __pyx_string_tab[84]
+#define __pyx_n_u_d_out_p __pyx_string_tab[85]
+#define __pyx_n_u_defaults __pyx_string_tab[86]
+#define __pyx_n_u_dh_rec __pyx_string_tab[87]
+#define __pyx_n_u_dh_rec_p __pyx_string_tab[88]
+#define __pyx_n_u_double __pyx_string_tab[89]
+#define __pyx_n_u_dropout_apply __pyx_string_tab[90]
+#define __pyx_n_u_dropout_apply_const_double_1_dou __pyx_string_tab[91]
+#define __pyx_n_u_dropout_apply_const_float_1_floa __pyx_string_tab[92]
+#define __pyx_n_u_dropout_mask __pyx_string_tab[93]
+#define __pyx_n_u_dtype __pyx_string_tab[94]
+#define __pyx_n_u_dtype_is_object __pyx_string_tab[95]
+#define __pyx_n_u_encode __pyx_string_tab[96]
+#define __pyx_n_u_enumerate __pyx_string_tab[97]
+#define __pyx_n_u_error __pyx_string_tab[98]
+#define __pyx_n_u_flags __pyx_string_tab[99]
+#define __pyx_n_u_float __pyx_string_tab[100]
+#define __pyx_n_u_format __pyx_string_tab[101]
+#define __pyx_n_u_fortran __pyx_string_tab[102]
+#define __pyx_n_u_forward_step __pyx_string_tab[103]
+#define __pyx_n_u_forward_step_const_double_1_cons __pyx_string_tab[104]
+#define __pyx_n_u_forward_step_const_float_1_const __pyx_string_tab[105]
+#define __pyx_n_u_gates __pyx_string_tab[106]
+#define __pyx_n_u_get __pyx_string_tab[107]
+#define __pyx_n_u_gh __pyx_string_tab[108]
+#define __pyx_n_u_gi __pyx_string_tab[109]
+#define __pyx_n_u_h __pyx_string_tab[110]
+#define __pyx_n_u_h_prev __pyx_string_tab[111]
+#define __pyx_n_u_id __pyx_string_tab[112]
+#define __pyx_n_u_index __pyx_string_tab[113]
+#define __pyx_n_u_items __pyx_string_tab[114]
+#define __pyx_n_u_itemsize __pyx_string_tab[115]
+#define __pyx_n_u_kind __pyx_string_tab[116]
+#define __pyx_n_u_kwargs __pyx_string_tab[117]
+#define __pyx_n_u_mask __pyx_string_tab[118]
+#define __pyx_n_u_memview __pyx_string_tab[119]
+#define __pyx_n_u_mode __pyx_string_tab[120]
+#define __pyx_n_u_n __pyx_string_tab[121]
+#define __pyx_n_u_name __pyx_string_tab[122]
+#define __pyx_n_u_ndim __pyx_string_tab[123]
+#define __pyx_n_u_numpy __pyx_string_tab[124]
+#define __pyx_n_u_obj __pyx_string_tab[125]
+#define __pyx_n_u_p __pyx_string_tab[126]
+#define __pyx_n_u_pack __pyx_string_tab[127]
+#define __pyx_n_u_pop __pyx_string_tab[128]
+#define __pyx_n_u_register __pyx_string_tab[129]
+#define __pyx_n_u_scale __pyx_string_tab[130]
+#define __pyx_n_u_seed __pyx_string_tab[131]
+#define __pyx_n_u_setdefault __pyx_string_tab[132]
+#define __pyx_n_u_shape __pyx_string_tab[133]
+#define __pyx_n_u_signatures __pyx_string_tab[134]
+#define __pyx_n_u_size __pyx_string_tab[135]
+#define __pyx_n_u_start __pyx_string_tab[136]
+#define __pyx_n_u_step __pyx_string_tab[137]
+#define __pyx_n_u_stop __pyx_string_tab[138]
+#define __pyx_n_u_struct __pyx_string_tab[139]
+#define __pyx_n_u_unpack __pyx_string_tab[140]
+#define __pyx_n_u_update __pyx_string_tab[141]
+#define __pyx_n_u_values __pyx_string_tab[142]
+#define __pyx_n_u_x __pyx_string_tab[143]
+#define __pyx_n_u_y __pyx_string_tab[144]
+#define __pyx_n_b_O __pyx_string_tab[145]
+#define __pyx_kp_b_iso88591_t4s_a_j_Faq_AT_q_CvQd_6_V1HTU __pyx_string_tab[146]
+#define __pyx_kp_b_iso88591_q_t6_S_QfAS_1_j_C1D_VSTTYYZZ_aa __pyx_string_tab[147]
+#define __pyx_kp_b_iso88591_q_t6_S_QfAS_1_j_C1D_VSTTYYZZ_aa_2 __pyx_string_tab[148]
+#define __pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S __pyx_string_tab[149]
+#define __pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S_2 __pyx_string_tab[150]
+#define __pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF __pyx_string_tab[151]
+#define __pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF_2 __pyx_string_tab[152]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
 #define __pyx_int_136983863 __pyx_number_tab[2]
@@ -3871,8 +3922,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<138; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<10; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<153; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3915,8 +3966,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<138; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<10; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<153; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -4919,6 +4970,885 @@ static PyObject *__pyx_ff_match_signatures_single(PyObject *__pyx_v_signatures, 
   __pyx_r = 0;
   __pyx_L0:;
   __Pyx_XDECREF(__pyx_v_found_match);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_2a7731_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+static PyObject *__pyx_ff_map_fused_2a7731_2_2_float__and_double(PyObject *__pyx_v_arg, PyTypeObject *__pyx_v_ndarray) {
+  __Pyx_memviewslice __pyx_v_memslice;
+  Py_ssize_t __pyx_v_itemsize;
+  CYTHON_UNUSED int __pyx_v_dtype_signed;
+  Py_UCS4 __pyx_v_kind;
+  PyObject *__pyx_v_arg_as_memoryview = 0;
+  PyObject *__pyx_v_dtype = NULL;
+  PyObject *__pyx_v_arg_base = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  Py_ssize_t __pyx_t_3;
+  long __pyx_t_4;
+  int __pyx_t_5;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  int __pyx_t_9;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("map_fused_type", 0);
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":22
+ *     cdef Py_UCS4 kind
+ * 
+ *     itemsize = -1             # <<<<<<<<<<<<<<
+ * 
+ *     cdef memoryview arg_as_memoryview
+*/
+  __pyx_v_itemsize = -1L;
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  __pyx_t_1 = (__pyx_v_ndarray != ((PyTypeObject*)Py_None));
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+    __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg, __pyx_v_ndarray); 
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":29
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype             # <<<<<<<<<<<<<<
+ * 
+ *         elif __pyx_memoryview_check(arg):
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 29, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_dtype = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+    __pyx_t_1 = __pyx_memoryview_check(__pyx_v_arg);
+
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":32
+ * 
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base             # <<<<<<<<<<<<<<
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_base); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 32, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_base = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+      __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg_base, __pyx_v_ndarray); 
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":34
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype             # <<<<<<<<<<<<<<
+ *             else:
+ *                 dtype = None
+*/
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg_base, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 34, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_v_dtype = __pyx_t_2;
+        __pyx_t_2 = 0;
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+        goto __pyx_L5;
+      }
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":36
+ *                 dtype = arg_base.dtype
+ *             else:
+ *                 dtype = None             # <<<<<<<<<<<<<<
+ *         else:
+ *             dtype = None
+*/
+      /*else*/ {
+        __Pyx_INCREF(Py_None);
+        __pyx_v_dtype = Py_None;
+      }
+      __pyx_L5:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":38
+ *                 dtype = None
+ *         else:
+ *             dtype = None             # <<<<<<<<<<<<<<
+ * 
+ *         itemsize = -1
+*/
+    /*else*/ {
+      __Pyx_INCREF(Py_None);
+      __pyx_v_dtype = Py_None;
+    }
+    __pyx_L4:;
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":40
+ *             dtype = None
+ * 
+ *         itemsize = -1             # <<<<<<<<<<<<<<
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+*/
+    __pyx_v_itemsize = -1L;
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    __pyx_t_1 = (__pyx_v_dtype != Py_None);
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":42
+ *         itemsize = -1
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize             # <<<<<<<<<<<<<<
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_itemsize); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_itemsize = __pyx_t_3;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":43
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)             # <<<<<<<<<<<<<<
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_4 = __Pyx_PyObject_Ord(__pyx_t_2); if (unlikely(__pyx_t_4 == ((long)(long)(Py_UCS4)-1))) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_kind = __pyx_t_4;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":44
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'             # <<<<<<<<<<<<<<
+ *             if kind in u'iu':
+ *                 pass
+*/
+      __pyx_v_dtype_signed = (__pyx_v_kind == 0x69);
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":45
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':             # <<<<<<<<<<<<<<
+ *                 pass
+ *             elif kind == u'f':
+*/
+      switch (__pyx_v_kind) {
+        case 0x69:
+        case 0x75:
+        break;
+        case 0x66:
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        __pyx_t_5 = ((sizeof(float const )) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L8_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L8_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":50
+ *                 pass
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'             # <<<<<<<<<<<<<<
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":51
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        __pyx_t_5 = ((sizeof(double const )) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L11_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L11_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":52
+ *                     return 'float'
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'             # <<<<<<<<<<<<<<
+ *             elif kind == u'c':
+ *                 pass
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":51
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":47
+ *             if kind in u'iu':
+ *                 pass
+ *             elif kind == u'f':             # <<<<<<<<<<<<<<
+ *                 pass
+ *                 if sizeof(const float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        break;
+        case 99:
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":53
+ *                 if sizeof(const double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+ *             elif kind == u'c':             # <<<<<<<<<<<<<<
+ *                 pass
+ * 
+*/
+        break;
+        default: break;
+      }
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    }
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  }
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  __pyx_t_1 = (__pyx_v_arg == Py_None);
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":57
+ * 
+ *     if arg is None:
+ *         return 'float'             # <<<<<<<<<<<<<<
+ * 
+ *     try:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+        __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  }
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+  {
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    __Pyx_ExceptionSave(&__pyx_t_6, &__pyx_t_7, &__pyx_t_8);
+    __Pyx_XGOTREF(__pyx_t_6);
+    __Pyx_XGOTREF(__pyx_t_7);
+    __Pyx_XGOTREF(__pyx_t_8);
+    /*try:*/ {
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":60
+ * 
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)             # <<<<<<<<<<<<<<
+ *     except (ValueError, TypeError):
+ *         pass
+*/
+      __pyx_t_2 = PyMemoryView_FromObject(__pyx_v_arg); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 60, __pyx_L14_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_as_memoryview = ((PyObject*)__pyx_t_2);
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    }
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":66
+ * 
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+    /*else:*/ {
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":67
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))
+ *                 or itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L23_next_or;
+      } else {
+
+      }
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":66
+ * 
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 66, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(float const )));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L22_next_and;
+      }
+      __pyx_L23_next_or:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":67
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))
+ *                 or itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(float const )));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L21_bool_binop_done;
+      }
+      __pyx_L22_next_and:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":68
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 68, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L21_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":66
+ * 
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":69
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":71
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":73
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":75
+ *                 return 'float'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ * 
+ *         # try const double
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":66
+ * 
+ *         # try const float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":78
+ * 
+ *         # try const double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L29_next_or;
+      } else {
+
+      }
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(double const )));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L28_next_and;
+      }
+      __pyx_L29_next_or:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":79
+ *         # try const double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const double))
+ *                 or itemsize == sizeof(const double))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(double const )));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L27_bool_binop_done;
+      }
+      __pyx_L28_next_and:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":80
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const double))
+ *                 or itemsize == sizeof(const double))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L27_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":78
+ * 
+ *         # try const double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":81
+ *                 or itemsize == sizeof(const double))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":83
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":85
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":87
+ *                 return 'double'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ *     return None
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":78
+ * 
+ *         # try const double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(const double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(const double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+    }
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+    goto __pyx_L19_try_end;
+    __pyx_L14_error:;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":61
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):             # <<<<<<<<<<<<<<
+ *         pass
+ *     else:
+*/
+    __pyx_t_9 = __Pyx_PyErr_ExceptionMatches2(((PyObject *)(((PyTypeObject*)PyExc_ValueError))), ((PyObject *)(((PyTypeObject*)PyExc_TypeError))));
+    if (__pyx_t_9) {
+      __Pyx_ErrRestore(0,0,0);
+      goto __pyx_L15_exception_handled;
+    }
+    goto __pyx_L16_except_error;
+
+    /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    __pyx_L16_except_error:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L1_error;
+    __pyx_L17_except_return:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L0;
+    __pyx_L15_exception_handled:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    __pyx_L19_try_end:;
+  }
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":88
+ *             else:
+ *                 __pyx_PyErr_Clear()
+ *     return None             # <<<<<<<<<<<<<<
+*/
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = ((PyObject*)Py_None); __Pyx_INCREF(Py_None);
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  goto __pyx_L0;
+
+  /* "__pyx_ff_map_fused_2a7731_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_2a7731_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("__pyx_ff_map_fused_2a7731_2_2_float__and_double.map_fused_type", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = 0;
+  __pyx_L0:;
+
+
+
+
+  __Pyx_XDECREF(__pyx_v_arg_as_memoryview);
+  __Pyx_XDECREF(__pyx_v_dtype);
+  __Pyx_XDECREF(__pyx_v_arg_base);
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
@@ -19096,7 +20026,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "train/_gru.pyx":31
+/* "train/_gru.pyx":37
  * 
  * 
  * cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:             # <<<<<<<<<<<<<<
@@ -19126,7 +20056,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check", 0);
 
-  /* "train/_gru.pyx":32
+  /* "train/_gru.pyx":38
  * 
  * cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:
  *     if rows != B or cols != width:             # <<<<<<<<<<<<<<
@@ -19152,7 +20082,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "train/_gru.pyx":33
+    /* "train/_gru.pyx":39
  * cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:
  *     if rows != B or cols != width:
  *         raise ValueError(f"{name} must be ({B}, {width}), got ({rows}, {cols})")             # <<<<<<<<<<<<<<
@@ -19160,15 +20090,15 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
  * 
 */
     __pyx_t_4 = NULL;
-    __pyx_t_5 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 33, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
-    __pyx_t_6 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_B, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 33, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_B, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_width, 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 33, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_width, 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_rows, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 33, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_rows, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_cols, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 33, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_cols, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __pyx_t_10[0] = __pyx_t_5;
     __pyx_t_10[1] = __pyx_mstate_global->__pyx_kp_u_must_be;
@@ -19192,7 +20122,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
     __pyx_t_12 |= __Pyx_PyUnicode_KIND_04(__pyx_t_10[0]);
     #endif
     __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_10, 10, __pyx_t_11, __pyx_t_12);
-    if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 33, __pyx_L1_error)
+    if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 39, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -19205,14 +20135,14 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_14, (2-__pyx_t_14) | (__pyx_t_14*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 33, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 39, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 33, __pyx_L1_error)
+    __PYX_ERR(0, 39, __pyx_L1_error)
 
-    /* "train/_gru.pyx":32
+    /* "train/_gru.pyx":38
  * 
  * cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:
  *     if rows != B or cols != width:             # <<<<<<<<<<<<<<
@@ -19221,7 +20151,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
 */
   }
 
-  /* "train/_gru.pyx":34
+  /* "train/_gru.pyx":40
  *     if rows != B or cols != width:
  *         raise ValueError(f"{name} must be ({B}, {width}), got ({rows}, {cols})")
  *     return 0             # <<<<<<<<<<<<<<
@@ -19234,7 +20164,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
   }
   goto __pyx_L0;
 
-  /* "train/_gru.pyx":31
+  /* "train/_gru.pyx":37
  * 
  * 
  * cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:             # <<<<<<<<<<<<<<
@@ -19260,7 +20190,7 @@ static int __pyx_f_7chargen_5train_4_gru__check(PyObject *__pyx_v_name, Py_ssize
   return __pyx_r;
 }
 
-/* "train/_gru.pyx":37
+/* "train/_gru.pyx":43
  * 
  * 
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,             # <<<<<<<<<<<<<<
@@ -19297,53 +20227,53 @@ static PyObject *__pyx_pw_7chargen_5train_4_gru_1forward_step(PyObject *__pyx_se
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 37, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 43, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 43, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 37, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 43, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -19357,7 +20287,7 @@ static PyObject *__pyx_pw_7chargen_5train_4_gru_1forward_step(PyObject *__pyx_se
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 37, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 43, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19409,7 +20339,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 37, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 43, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -19427,11 +20357,11 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 37, __pyx_L1_error)
+    __PYX_ERR(0, 43, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 43, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -19441,7 +20371,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 37, __pyx_L1_error)
+      __PYX_ERR(0, 43, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -19460,9 +20390,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 37, __pyx_L1_error)
+    __PYX_ERR(0, 43, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_gi, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_gi, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 43, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -19471,25 +20401,25 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 37, __pyx_L1_error)
+      __PYX_ERR(0, 43, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_gi); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_gi); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_gi, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 37, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_gi, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 43, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 37, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_988187_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 43, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_988187_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -19519,9 +20449,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_forward_step(CYTHON_UNUSED PyObj
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_5forward_step = {"__pyx_fuse_0forward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_forward_step};
-static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_9forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_9forward_step = {"__pyx_fuse_0forward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_9forward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_forward_step};
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_9forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_gi = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_gh = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_b_hh = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -19546,67 +20476,67 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step(PyObje
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_gi,&__pyx_mstate_global->__pyx_n_u_gh,&__pyx_mstate_global->__pyx_n_u_b_hh,&__pyx_mstate_global->__pyx_n_u_h_prev,&__pyx_mstate_global->__pyx_n_u_gates,&__pyx_mstate_global->__pyx_n_u_h,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 37, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 43, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_step", 0) < (0)) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_step", 0) < (0)) __PYX_ERR(0, 43, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, i); __PYX_ERR(0, 37, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, i); __PYX_ERR(0, 43, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 43, __pyx_L3_error)
     }
-    __pyx_v_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_gi.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_gh.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_b_hh = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_b_hh.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
-    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
-    __pyx_v_h = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_h.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
+    __pyx_v_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_gi.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_gh.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_b_hh = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_b_hh.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
+    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
+    __pyx_v_h = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_h.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 37, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 43, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19623,7 +20553,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step(PyObje
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_7chargen_5train_4_gru_4forward_step(__pyx_self, __pyx_v_gi, __pyx_v_gh, __pyx_v_b_hh, __pyx_v_h_prev, __pyx_v_gates, __pyx_v_h);
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_8forward_step(__pyx_self, __pyx_v_gi, __pyx_v_gh, __pyx_v_b_hh, __pyx_v_h_prev, __pyx_v_gates, __pyx_v_h);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -19639,7 +20569,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_5forward_step(PyObje
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h) {
+static PyObject *__pyx_pf_7chargen_5train_4_gru_8forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h) {
   Py_ssize_t __pyx_v_B;
   Py_ssize_t __pyx_v_H;
   PyObject *__pyx_r = NULL;
@@ -19663,7 +20593,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0forward_step", 0);
 
-  /* "train/_gru.pyx":39
+  /* "train/_gru.pyx":45
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,
  *                  const floating[:, ::1] h_prev, floating[:, ::1] gates, floating[:, ::1] h):
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]             # <<<<<<<<<<<<<<
@@ -19673,57 +20603,57 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
   __pyx_v_B = (__pyx_v_h.shape[0]);
   __pyx_v_H = (__pyx_v_h.shape[1]);
 
-  /* "train/_gru.pyx":40
+  /* "train/_gru.pyx":46
  *                  const floating[:, ::1] h_prev, floating[:, ::1] gates, floating[:, ::1] h):
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gi, (__pyx_v_gi.shape[0]), (__pyx_v_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 40, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gi, (__pyx_v_gi.shape[0]), (__pyx_v_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 46, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":41
+  /* "train/_gru.pyx":47
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gh, (__pyx_v_gh.shape[0]), (__pyx_v_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 41, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gh, (__pyx_v_gh.shape[0]), (__pyx_v_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 47, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":42
+  /* "train/_gru.pyx":48
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_b_hh, 1, (__pyx_v_b_hh.shape[0]), 1, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 42, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_b_hh, 1, (__pyx_v_b_hh.shape[0]), 1, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 48, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":43
+  /* "train/_gru.pyx":49
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 43, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 49, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":44
+  /* "train/_gru.pyx":50
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)             # <<<<<<<<<<<<<<
  *     if B == 0 or H == 0:
  *         return
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 44, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 50, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":45
+  /* "train/_gru.pyx":51
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -19749,7 +20679,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":46
+    /* "train/_gru.pyx":52
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -19766,7 +20696,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
     }
     goto __pyx_L0;
 
-    /* "train/_gru.pyx":45
+    /* "train/_gru.pyx":51
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -19775,7 +20705,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
 */
   }
 
-  /* "train/_gru.pyx":47
+  /* "train/_gru.pyx":53
  *     if B == 0 or H == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -19788,7 +20718,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "train/_gru.pyx":49
+        /* "train/_gru.pyx":55
  *     with nogil:
  *         if floating is float:
  *             chargen_gru_forward_f32(B, H, &gi[0, 0], &gh[0, 0], &b_hh[0], &h_prev[0, 0], &gates[0, 0], &h[0, 0])             # <<<<<<<<<<<<<<
@@ -19809,7 +20739,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
         chargen_gru_forward_f32(__pyx_v_B, __pyx_v_H, (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_gi.data + __pyx_t_4 * __pyx_v_gi.strides[0]) )) + __pyx_t_5)) )))), (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_gh.data + __pyx_t_6 * __pyx_v_gh.strides[0]) )) + __pyx_t_7)) )))), (&(*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_b_hh.data) + __pyx_t_8)) )))), (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_h_prev.data + __pyx_t_9 * __pyx_v_h_prev.strides[0]) )) + __pyx_t_10)) )))), (&(*((float *) ( /* dim=1 */ ((char *) (((float *) ( /* dim=0 */ (__pyx_v_gates.data + __pyx_t_11 * __pyx_v_gates.strides[0]) )) + __pyx_t_12)) )))), (&(*((float *) ( /* dim=1 */ ((char *) (((float *) ( /* dim=0 */ (__pyx_v_h.data + __pyx_t_13 * __pyx_v_h.strides[0]) )) + __pyx_t_14)) )))));
       }
 
-      /* "train/_gru.pyx":47
+      /* "train/_gru.pyx":53
  *     if B == 0 or H == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -19826,7 +20756,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
       }
   }
 
-  /* "train/_gru.pyx":37
+  /* "train/_gru.pyx":43
  * 
  * 
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,             # <<<<<<<<<<<<<<
@@ -19849,9 +20779,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_4forward_step(CYTHON_UNUSED PyOb
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_7forward_step = {"__pyx_fuse_1forward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_forward_step};
-static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_11forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_11forward_step = {"__pyx_fuse_1forward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_11forward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_forward_step};
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_11forward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_gi = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_gh = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_b_hh = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -19876,67 +20806,67 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step(PyObje
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_gi,&__pyx_mstate_global->__pyx_n_u_gh,&__pyx_mstate_global->__pyx_n_u_b_hh,&__pyx_mstate_global->__pyx_n_u_h_prev,&__pyx_mstate_global->__pyx_n_u_gates,&__pyx_mstate_global->__pyx_n_u_h,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 37, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 43, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_step", 0) < (0)) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "forward_step", 0) < (0)) __PYX_ERR(0, 43, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, i); __PYX_ERR(0, 37, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, i); __PYX_ERR(0, 43, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 43, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 37, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 43, __pyx_L3_error)
     }
-    __pyx_v_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_gi.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_gh.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_b_hh = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_b_hh.memview)) __PYX_ERR(0, 37, __pyx_L3_error)
-    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
-    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
-    __pyx_v_h = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_h.memview)) __PYX_ERR(0, 38, __pyx_L3_error)
+    __pyx_v_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_gi.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_gh.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_b_hh = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_b_hh.memview)) __PYX_ERR(0, 43, __pyx_L3_error)
+    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
+    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
+    __pyx_v_h = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_h.memview)) __PYX_ERR(0, 44, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 37, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("forward_step", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 43, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19953,7 +20883,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step(PyObje
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_7chargen_5train_4_gru_6forward_step(__pyx_self, __pyx_v_gi, __pyx_v_gh, __pyx_v_b_hh, __pyx_v_h_prev, __pyx_v_gates, __pyx_v_h);
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_10forward_step(__pyx_self, __pyx_v_gi, __pyx_v_gh, __pyx_v_b_hh, __pyx_v_h_prev, __pyx_v_gates, __pyx_v_h);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -19969,7 +20899,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_7forward_step(PyObje
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h) {
+static PyObject *__pyx_pf_7chargen_5train_4_gru_10forward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gi, __Pyx_memviewslice __pyx_v_gh, __Pyx_memviewslice __pyx_v_b_hh, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h) {
   Py_ssize_t __pyx_v_B;
   Py_ssize_t __pyx_v_H;
   PyObject *__pyx_r = NULL;
@@ -19993,7 +20923,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1forward_step", 0);
 
-  /* "train/_gru.pyx":39
+  /* "train/_gru.pyx":45
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,
  *                  const floating[:, ::1] h_prev, floating[:, ::1] gates, floating[:, ::1] h):
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]             # <<<<<<<<<<<<<<
@@ -20003,57 +20933,57 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
   __pyx_v_B = (__pyx_v_h.shape[0]);
   __pyx_v_H = (__pyx_v_h.shape[1]);
 
-  /* "train/_gru.pyx":40
+  /* "train/_gru.pyx":46
  *                  const floating[:, ::1] h_prev, floating[:, ::1] gates, floating[:, ::1] h):
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gi, (__pyx_v_gi.shape[0]), (__pyx_v_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 40, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gi, (__pyx_v_gi.shape[0]), (__pyx_v_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 46, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":41
+  /* "train/_gru.pyx":47
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gh, (__pyx_v_gh.shape[0]), (__pyx_v_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 41, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gh, (__pyx_v_gh.shape[0]), (__pyx_v_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 47, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":42
+  /* "train/_gru.pyx":48
  *     _check("gi", gi.shape[0], gi.shape[1], B, 3 * H)
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_b_hh, 1, (__pyx_v_b_hh.shape[0]), 1, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 42, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_b_hh, 1, (__pyx_v_b_hh.shape[0]), 1, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 48, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":43
+  /* "train/_gru.pyx":49
  *     _check("gh", gh.shape[0], gh.shape[1], B, 3 * H)
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 43, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 49, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":44
+  /* "train/_gru.pyx":50
  *     _check("b_hh", 1, b_hh.shape[0], 1, 3 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)             # <<<<<<<<<<<<<<
  *     if B == 0 or H == 0:
  *         return
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 44, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 50, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":45
+  /* "train/_gru.pyx":51
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -20079,7 +21009,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":46
+    /* "train/_gru.pyx":52
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -20096,7 +21026,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
     }
     goto __pyx_L0;
 
-    /* "train/_gru.pyx":45
+    /* "train/_gru.pyx":51
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -20105,7 +21035,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
 */
   }
 
-  /* "train/_gru.pyx":47
+  /* "train/_gru.pyx":53
  *     if B == 0 or H == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20118,7 +21048,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "train/_gru.pyx":51
+        /* "train/_gru.pyx":57
  *             chargen_gru_forward_f32(B, H, &gi[0, 0], &gh[0, 0], &b_hh[0], &h_prev[0, 0], &gates[0, 0], &h[0, 0])
  *         else:
  *             chargen_gru_forward_f64(B, H, &gi[0, 0], &gh[0, 0], &b_hh[0], &h_prev[0, 0], &gates[0, 0], &h[0, 0])             # <<<<<<<<<<<<<<
@@ -20139,7 +21069,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
         chargen_gru_forward_f64(__pyx_v_B, __pyx_v_H, (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_gi.data + __pyx_t_4 * __pyx_v_gi.strides[0]) )) + __pyx_t_5)) )))), (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_gh.data + __pyx_t_6 * __pyx_v_gh.strides[0]) )) + __pyx_t_7)) )))), (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_b_hh.data) + __pyx_t_8)) )))), (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_h_prev.data + __pyx_t_9 * __pyx_v_h_prev.strides[0]) )) + __pyx_t_10)) )))), (&(*((double *) ( /* dim=1 */ ((char *) (((double *) ( /* dim=0 */ (__pyx_v_gates.data + __pyx_t_11 * __pyx_v_gates.strides[0]) )) + __pyx_t_12)) )))), (&(*((double *) ( /* dim=1 */ ((char *) (((double *) ( /* dim=0 */ (__pyx_v_h.data + __pyx_t_13 * __pyx_v_h.strides[0]) )) + __pyx_t_14)) )))));
       }
 
-      /* "train/_gru.pyx":47
+      /* "train/_gru.pyx":53
  *     if B == 0 or H == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20156,7 +21086,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
       }
   }
 
-  /* "train/_gru.pyx":37
+  /* "train/_gru.pyx":43
  * 
  * 
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,             # <<<<<<<<<<<<<<
@@ -20178,7 +21108,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_6forward_step(CYTHON_UNUSED PyOb
   return __pyx_r;
 }
 
-/* "train/_gru.pyx":54
+/* "train/_gru.pyx":60
  * 
  * 
  * def backward_step(const floating[:, ::1] gates, const floating[:, ::1] h_prev,             # <<<<<<<<<<<<<<
@@ -20215,53 +21145,53 @@ static PyObject *__pyx_pw_7chargen_5train_4_gru_3backward_step(PyObject *__pyx_s
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 54, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 60, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 60, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 54, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 60, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -20275,7 +21205,7 @@ static PyObject *__pyx_pw_7chargen_5train_4_gru_3backward_step(PyObject *__pyx_s
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 54, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 60, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20327,7 +21257,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 54, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 60, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -20345,11 +21275,11 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 54, __pyx_L1_error)
+    __PYX_ERR(0, 60, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 60, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -20359,7 +21289,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 54, __pyx_L1_error)
+      __PYX_ERR(0, 60, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -20378,9 +21308,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 54, __pyx_L1_error)
+    __PYX_ERR(0, 60, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_gates, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_gates, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 60, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -20389,25 +21319,25 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 54, __pyx_L1_error)
+      __PYX_ERR(0, 60, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_gates); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 54, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_gates); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 60, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_gates, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 54, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_gates, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 60, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 54, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_988187_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 54, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 60, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_988187_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -20437,9 +21367,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_2backward_step(CYTHON_UNUSED PyO
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_11backward_step = {"__pyx_fuse_0backward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_2backward_step};
-static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_15backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_15backward_step = {"__pyx_fuse_0backward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_15backward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_2backward_step};
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_15backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_gates = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_h_prev = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_d_out = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -20465,74 +21395,74 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step(PyOb
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_gates,&__pyx_mstate_global->__pyx_n_u_h_prev,&__pyx_mstate_global->__pyx_n_u_d_out,&__pyx_mstate_global->__pyx_n_u_dh_rec,&__pyx_mstate_global->__pyx_n_u_carry,&__pyx_mstate_global->__pyx_n_u_d_gi,&__pyx_mstate_global->__pyx_n_u_d_gh,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 54, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 60, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_step", 0) < (0)) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_step", 0) < (0)) __PYX_ERR(0, 60, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, i); __PYX_ERR(0, 54, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, i); __PYX_ERR(0, 60, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 7)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 60, __pyx_L3_error)
     }
-    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 54, __pyx_L3_error)
-    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 54, __pyx_L3_error)
-    __pyx_v_d_out = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_d_out.memview)) __PYX_ERR(0, 55, __pyx_L3_error)
-    __pyx_v_dh_rec = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_dh_rec.memview)) __PYX_ERR(0, 55, __pyx_L3_error)
-    __pyx_v_carry = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_carry.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_d_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gi.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_d_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gh.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
+    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
+    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
+    __pyx_v_d_out = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_d_out.memview)) __PYX_ERR(0, 61, __pyx_L3_error)
+    __pyx_v_dh_rec = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_dh_rec.memview)) __PYX_ERR(0, 61, __pyx_L3_error)
+    __pyx_v_carry = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_carry.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
+    __pyx_v_d_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gi.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
+    __pyx_v_d_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gh.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, __pyx_nargs); __PYX_ERR(0, 54, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, __pyx_nargs); __PYX_ERR(0, 60, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20550,7 +21480,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step(PyOb
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_7chargen_5train_4_gru_10backward_step(__pyx_self, __pyx_v_gates, __pyx_v_h_prev, __pyx_v_d_out, __pyx_v_dh_rec, __pyx_v_carry, __pyx_v_d_gi, __pyx_v_d_gh);
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_14backward_step(__pyx_self, __pyx_v_gates, __pyx_v_h_prev, __pyx_v_d_out, __pyx_v_dh_rec, __pyx_v_carry, __pyx_v_d_gi, __pyx_v_d_gh);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -20567,7 +21497,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_11backward_step(PyOb
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh) {
+static PyObject *__pyx_pf_7chargen_5train_4_gru_14backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh) {
   Py_ssize_t __pyx_v_B;
   Py_ssize_t __pyx_v_H;
   float const *__pyx_v_d_out_p;
@@ -20592,7 +21522,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_step", 0);
 
-  /* "train/_gru.pyx":57
+  /* "train/_gru.pyx":63
  *                   const floating[:, ::1] d_out, const floating[:, ::1] dh_rec,
  *                   floating[:, ::1] carry, floating[:, ::1] d_gi, floating[:, ::1] d_gh):
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]             # <<<<<<<<<<<<<<
@@ -20602,7 +21532,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   __pyx_v_B = (__pyx_v_carry.shape[0]);
   __pyx_v_H = (__pyx_v_carry.shape[1]);
 
-  /* "train/_gru.pyx":58
+  /* "train/_gru.pyx":64
  *                   floating[:, ::1] carry, floating[:, ::1] d_gi, floating[:, ::1] d_gh):
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]
  *     cdef const floating *d_out_p = NULL             # <<<<<<<<<<<<<<
@@ -20611,7 +21541,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   __pyx_v_d_out_p = NULL;
 
-  /* "train/_gru.pyx":59
+  /* "train/_gru.pyx":65
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]
  *     cdef const floating *d_out_p = NULL
  *     cdef const floating *dh_rec_p = NULL             # <<<<<<<<<<<<<<
@@ -20620,47 +21550,47 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   __pyx_v_dh_rec_p = NULL;
 
-  /* "train/_gru.pyx":60
+  /* "train/_gru.pyx":66
  *     cdef const floating *d_out_p = NULL
  *     cdef const floating *dh_rec_p = NULL
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)             # <<<<<<<<<<<<<<
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 66, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":61
+  /* "train/_gru.pyx":67
  *     cdef const floating *dh_rec_p = NULL
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 61, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 67, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":62
+  /* "train/_gru.pyx":68
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gi, (__pyx_v_d_gi.shape[0]), (__pyx_v_d_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gi, (__pyx_v_d_gi.shape[0]), (__pyx_v_d_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 68, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":63
+  /* "train/_gru.pyx":69
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gh, (__pyx_v_d_gh.shape[0]), (__pyx_v_d_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 63, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gh, (__pyx_v_d_gh.shape[0]), (__pyx_v_d_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 69, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":64
+  /* "train/_gru.pyx":70
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -20672,17 +21602,17 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":65
+    /* "train/_gru.pyx":71
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
 */
-    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_out, (__pyx_v_d_out.shape[0]), (__pyx_v_d_out.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 65, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_out, (__pyx_v_d_out.shape[0]), (__pyx_v_d_out.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 71, __pyx_L1_error)
 
 
-    /* "train/_gru.pyx":64
+    /* "train/_gru.pyx":70
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -20691,7 +21621,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":66
+  /* "train/_gru.pyx":72
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -20703,17 +21633,17 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":67
+    /* "train/_gru.pyx":73
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     if B == 0 or H == 0:
  *         return
 */
-    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_dh_rec, (__pyx_v_dh_rec.shape[0]), (__pyx_v_dh_rec.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 67, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_dh_rec, (__pyx_v_dh_rec.shape[0]), (__pyx_v_dh_rec.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 73, __pyx_L1_error)
 
 
-    /* "train/_gru.pyx":66
+    /* "train/_gru.pyx":72
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -20722,7 +21652,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":68
+  /* "train/_gru.pyx":74
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -20748,7 +21678,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":69
+    /* "train/_gru.pyx":75
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -20765,7 +21695,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
     }
     goto __pyx_L0;
 
-    /* "train/_gru.pyx":68
+    /* "train/_gru.pyx":74
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -20774,7 +21704,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":70
+  /* "train/_gru.pyx":76
  *     if B == 0 or H == 0:
  *         return
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -20786,7 +21716,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":71
+    /* "train/_gru.pyx":77
  *         return
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]             # <<<<<<<<<<<<<<
@@ -20797,7 +21727,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
     __pyx_t_5 = 0;
     __pyx_v_d_out_p = (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_d_out.data + __pyx_t_4 * __pyx_v_d_out.strides[0]) )) + __pyx_t_5)) ))));
 
-    /* "train/_gru.pyx":70
+    /* "train/_gru.pyx":76
  *     if B == 0 or H == 0:
  *         return
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -20806,7 +21736,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":72
+  /* "train/_gru.pyx":78
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -20818,7 +21748,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":73
+    /* "train/_gru.pyx":79
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]             # <<<<<<<<<<<<<<
@@ -20829,7 +21759,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
     __pyx_t_4 = 0;
     __pyx_v_dh_rec_p = (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_dh_rec.data + __pyx_t_5 * __pyx_v_dh_rec.strides[0]) )) + __pyx_t_4)) ))));
 
-    /* "train/_gru.pyx":72
+    /* "train/_gru.pyx":78
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -20838,7 +21768,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":74
+  /* "train/_gru.pyx":80
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20851,7 +21781,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "train/_gru.pyx":76
+        /* "train/_gru.pyx":82
  *     with nogil:
  *         if floating is float:
  *             chargen_gru_backward_f32(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,             # <<<<<<<<<<<<<<
@@ -20863,7 +21793,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
         __pyx_t_6 = 0;
         __pyx_t_7 = 0;
 
-        /* "train/_gru.pyx":77
+        /* "train/_gru.pyx":83
  *         if floating is float:
  *             chargen_gru_backward_f32(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])             # <<<<<<<<<<<<<<
@@ -20877,7 +21807,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "train/_gru.pyx":76
+        /* "train/_gru.pyx":82
  *     with nogil:
  *         if floating is float:
  *             chargen_gru_backward_f32(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,             # <<<<<<<<<<<<<<
@@ -20887,7 +21817,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
         chargen_gru_backward_f32(__pyx_v_B, __pyx_v_H, (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_gates.data + __pyx_t_4 * __pyx_v_gates.strides[0]) )) + __pyx_t_5)) )))), (&(*((float const  *) ( /* dim=1 */ ((char *) (((float const  *) ( /* dim=0 */ (__pyx_v_h_prev.data + __pyx_t_6 * __pyx_v_h_prev.strides[0]) )) + __pyx_t_7)) )))), __pyx_v_d_out_p, __pyx_v_dh_rec_p, (&(*((float *) ( /* dim=1 */ ((char *) (((float *) ( /* dim=0 */ (__pyx_v_carry.data + __pyx_t_8 * __pyx_v_carry.strides[0]) )) + __pyx_t_9)) )))), (&(*((float *) ( /* dim=1 */ ((char *) (((float *) ( /* dim=0 */ (__pyx_v_d_gi.data + __pyx_t_10 * __pyx_v_d_gi.strides[0]) )) + __pyx_t_11)) )))), (&(*((float *) ( /* dim=1 */ ((char *) (((float *) ( /* dim=0 */ (__pyx_v_d_gh.data + __pyx_t_12 * __pyx_v_d_gh.strides[0]) )) + __pyx_t_13)) )))));
       }
 
-      /* "train/_gru.pyx":74
+      /* "train/_gru.pyx":80
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20904,7 +21834,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
       }
   }
 
-  /* "train/_gru.pyx":54
+  /* "train/_gru.pyx":60
  * 
  * 
  * def backward_step(const floating[:, ::1] gates, const floating[:, ::1] h_prev,             # <<<<<<<<<<<<<<
@@ -20929,9 +21859,9 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_10backward_step(CYTHON_UNUSED Py
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_13backward_step = {"__pyx_fuse_1backward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_2backward_step};
-static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_17backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_17backward_step = {"__pyx_fuse_1backward_step", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_17backward_step, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_2backward_step};
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_17backward_step(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_gates = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_h_prev = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_d_out = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -20957,74 +21887,74 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step(PyOb
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_gates,&__pyx_mstate_global->__pyx_n_u_h_prev,&__pyx_mstate_global->__pyx_n_u_d_out,&__pyx_mstate_global->__pyx_n_u_dh_rec,&__pyx_mstate_global->__pyx_n_u_carry,&__pyx_mstate_global->__pyx_n_u_d_gi,&__pyx_mstate_global->__pyx_n_u_d_gh,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 54, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 60, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_step", 0) < (0)) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_step", 0) < (0)) __PYX_ERR(0, 60, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, i); __PYX_ERR(0, 54, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, i); __PYX_ERR(0, 60, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 7)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 60, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(0, 60, __pyx_L3_error)
     }
-    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 54, __pyx_L3_error)
-    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 54, __pyx_L3_error)
-    __pyx_v_d_out = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_d_out.memview)) __PYX_ERR(0, 55, __pyx_L3_error)
-    __pyx_v_dh_rec = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_dh_rec.memview)) __PYX_ERR(0, 55, __pyx_L3_error)
-    __pyx_v_carry = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_carry.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_d_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gi.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_d_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gh.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
+    __pyx_v_gates = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_gates.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
+    __pyx_v_h_prev = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_h_prev.memview)) __PYX_ERR(0, 60, __pyx_L3_error)
+    __pyx_v_d_out = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_d_out.memview)) __PYX_ERR(0, 61, __pyx_L3_error)
+    __pyx_v_dh_rec = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_dh_rec.memview)) __PYX_ERR(0, 61, __pyx_L3_error)
+    __pyx_v_carry = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_carry.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
+    __pyx_v_d_gi = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gi.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
+    __pyx_v_d_gh = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_d_gh.memview)) __PYX_ERR(0, 62, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, __pyx_nargs); __PYX_ERR(0, 54, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_step", 1, 7, 7, __pyx_nargs); __PYX_ERR(0, 60, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21042,7 +21972,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step(PyOb
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_7chargen_5train_4_gru_12backward_step(__pyx_self, __pyx_v_gates, __pyx_v_h_prev, __pyx_v_d_out, __pyx_v_dh_rec, __pyx_v_carry, __pyx_v_d_gi, __pyx_v_d_gh);
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_16backward_step(__pyx_self, __pyx_v_gates, __pyx_v_h_prev, __pyx_v_d_out, __pyx_v_dh_rec, __pyx_v_carry, __pyx_v_d_gi, __pyx_v_d_gh);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -21059,7 +21989,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_13backward_step(PyOb
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh) {
+static PyObject *__pyx_pf_7chargen_5train_4_gru_16backward_step(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_gates, __Pyx_memviewslice __pyx_v_h_prev, __Pyx_memviewslice __pyx_v_d_out, __Pyx_memviewslice __pyx_v_dh_rec, __Pyx_memviewslice __pyx_v_carry, __Pyx_memviewslice __pyx_v_d_gi, __Pyx_memviewslice __pyx_v_d_gh) {
   Py_ssize_t __pyx_v_B;
   Py_ssize_t __pyx_v_H;
   double const *__pyx_v_d_out_p;
@@ -21084,7 +22014,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_step", 0);
 
-  /* "train/_gru.pyx":57
+  /* "train/_gru.pyx":63
  *                   const floating[:, ::1] d_out, const floating[:, ::1] dh_rec,
  *                   floating[:, ::1] carry, floating[:, ::1] d_gi, floating[:, ::1] d_gh):
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]             # <<<<<<<<<<<<<<
@@ -21094,7 +22024,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   __pyx_v_B = (__pyx_v_carry.shape[0]);
   __pyx_v_H = (__pyx_v_carry.shape[1]);
 
-  /* "train/_gru.pyx":58
+  /* "train/_gru.pyx":64
  *                   floating[:, ::1] carry, floating[:, ::1] d_gi, floating[:, ::1] d_gh):
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]
  *     cdef const floating *d_out_p = NULL             # <<<<<<<<<<<<<<
@@ -21103,7 +22033,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   __pyx_v_d_out_p = NULL;
 
-  /* "train/_gru.pyx":59
+  /* "train/_gru.pyx":65
  *     cdef Py_ssize_t B = carry.shape[0], H = carry.shape[1]
  *     cdef const floating *d_out_p = NULL
  *     cdef const floating *dh_rec_p = NULL             # <<<<<<<<<<<<<<
@@ -21112,47 +22042,47 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   __pyx_v_dh_rec_p = NULL;
 
-  /* "train/_gru.pyx":60
+  /* "train/_gru.pyx":66
  *     cdef const floating *d_out_p = NULL
  *     cdef const floating *dh_rec_p = NULL
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)             # <<<<<<<<<<<<<<
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_gates, (__pyx_v_gates.shape[0]), (__pyx_v_gates.shape[1]), __pyx_v_B, (4 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 66, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":61
+  /* "train/_gru.pyx":67
  *     cdef const floating *dh_rec_p = NULL
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 61, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_h_prev, (__pyx_v_h_prev.shape[0]), (__pyx_v_h_prev.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 67, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":62
+  /* "train/_gru.pyx":68
  *     _check("gates", gates.shape[0], gates.shape[1], B, 4 * H)
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gi, (__pyx_v_d_gi.shape[0]), (__pyx_v_d_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gi, (__pyx_v_d_gi.shape[0]), (__pyx_v_d_gi.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 68, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":63
+  /* "train/_gru.pyx":69
  *     _check("h_prev", h_prev.shape[0], h_prev.shape[1], B, H)
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)             # <<<<<<<<<<<<<<
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
 */
-  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gh, (__pyx_v_d_gh.shape[0]), (__pyx_v_d_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 63, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_gh, (__pyx_v_d_gh.shape[0]), (__pyx_v_d_gh.shape[1]), __pyx_v_B, (3 * __pyx_v_H)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 69, __pyx_L1_error)
 
 
-  /* "train/_gru.pyx":64
+  /* "train/_gru.pyx":70
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -21164,17 +22094,17 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":65
+    /* "train/_gru.pyx":71
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
 */
-    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_out, (__pyx_v_d_out.shape[0]), (__pyx_v_d_out.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 65, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_d_out, (__pyx_v_d_out.shape[0]), (__pyx_v_d_out.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 71, __pyx_L1_error)
 
 
-    /* "train/_gru.pyx":64
+    /* "train/_gru.pyx":70
  *     _check("d_gi", d_gi.shape[0], d_gi.shape[1], B, 3 * H)
  *     _check("d_gh", d_gh.shape[0], d_gh.shape[1], B, 3 * H)
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -21183,7 +22113,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":66
+  /* "train/_gru.pyx":72
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -21195,17 +22125,17 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":67
+    /* "train/_gru.pyx":73
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)             # <<<<<<<<<<<<<<
  *     if B == 0 or H == 0:
  *         return
 */
-    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_dh_rec, (__pyx_v_dh_rec.shape[0]), (__pyx_v_dh_rec.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 67, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_7chargen_5train_4_gru__check(__pyx_mstate_global->__pyx_n_u_dh_rec, (__pyx_v_dh_rec.shape[0]), (__pyx_v_dh_rec.shape[1]), __pyx_v_B, __pyx_v_H); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 73, __pyx_L1_error)
 
 
-    /* "train/_gru.pyx":66
+    /* "train/_gru.pyx":72
  *     if d_out is not None:
  *         _check("d_out", d_out.shape[0], d_out.shape[1], B, H)
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -21214,7 +22144,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":68
+  /* "train/_gru.pyx":74
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -21240,7 +22170,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":69
+    /* "train/_gru.pyx":75
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -21257,7 +22187,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
     }
     goto __pyx_L0;
 
-    /* "train/_gru.pyx":68
+    /* "train/_gru.pyx":74
  *     if dh_rec is not None:
  *         _check("dh_rec", dh_rec.shape[0], dh_rec.shape[1], B, H)
  *     if B == 0 or H == 0:             # <<<<<<<<<<<<<<
@@ -21266,7 +22196,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":70
+  /* "train/_gru.pyx":76
  *     if B == 0 or H == 0:
  *         return
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -21278,7 +22208,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":71
+    /* "train/_gru.pyx":77
  *         return
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]             # <<<<<<<<<<<<<<
@@ -21289,7 +22219,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
     __pyx_t_5 = 0;
     __pyx_v_d_out_p = (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_d_out.data + __pyx_t_4 * __pyx_v_d_out.strides[0]) )) + __pyx_t_5)) ))));
 
-    /* "train/_gru.pyx":70
+    /* "train/_gru.pyx":76
  *     if B == 0 or H == 0:
  *         return
  *     if d_out is not None:             # <<<<<<<<<<<<<<
@@ -21298,7 +22228,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":72
+  /* "train/_gru.pyx":78
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -21310,7 +22240,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
   if (__pyx_t_2) {
 
 
-    /* "train/_gru.pyx":73
+    /* "train/_gru.pyx":79
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]             # <<<<<<<<<<<<<<
@@ -21321,7 +22251,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
     __pyx_t_4 = 0;
     __pyx_v_dh_rec_p = (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_dh_rec.data + __pyx_t_5 * __pyx_v_dh_rec.strides[0]) )) + __pyx_t_4)) ))));
 
-    /* "train/_gru.pyx":72
+    /* "train/_gru.pyx":78
  *     if d_out is not None:
  *         d_out_p = &d_out[0, 0]
  *     if dh_rec is not None:             # <<<<<<<<<<<<<<
@@ -21330,7 +22260,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 */
   }
 
-  /* "train/_gru.pyx":74
+  /* "train/_gru.pyx":80
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -21343,21 +22273,24 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "train/_gru.pyx":79
+        /* "train/_gru.pyx":85
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])
  *         else:
  *             chargen_gru_backward_f64(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,             # <<<<<<<<<<<<<<
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])
+ * 
 */
         __pyx_t_4 = 0;
         __pyx_t_5 = 0;
         __pyx_t_6 = 0;
         __pyx_t_7 = 0;
 
-        /* "train/_gru.pyx":80
+        /* "train/_gru.pyx":86
  *         else:
  *             chargen_gru_backward_f64(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
         __pyx_t_8 = 0;
         __pyx_t_9 = 0;
@@ -21366,16 +22299,17 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "train/_gru.pyx":79
+        /* "train/_gru.pyx":85
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])
  *         else:
  *             chargen_gru_backward_f64(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,             # <<<<<<<<<<<<<<
  *                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])
+ * 
 */
         chargen_gru_backward_f64(__pyx_v_B, __pyx_v_H, (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_gates.data + __pyx_t_4 * __pyx_v_gates.strides[0]) )) + __pyx_t_5)) )))), (&(*((double const  *) ( /* dim=1 */ ((char *) (((double const  *) ( /* dim=0 */ (__pyx_v_h_prev.data + __pyx_t_6 * __pyx_v_h_prev.strides[0]) )) + __pyx_t_7)) )))), __pyx_v_d_out_p, __pyx_v_dh_rec_p, (&(*((double *) ( /* dim=1 */ ((char *) (((double *) ( /* dim=0 */ (__pyx_v_carry.data + __pyx_t_8 * __pyx_v_carry.strides[0]) )) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=1 */ ((char *) (((double *) ( /* dim=0 */ (__pyx_v_d_gi.data + __pyx_t_10 * __pyx_v_d_gi.strides[0]) )) + __pyx_t_11)) )))), (&(*((double *) ( /* dim=1 */ ((char *) (((double *) ( /* dim=0 */ (__pyx_v_d_gh.data + __pyx_t_12 * __pyx_v_d_gh.strides[0]) )) + __pyx_t_13)) )))));
       }
 
-      /* "train/_gru.pyx":74
+      /* "train/_gru.pyx":80
  *     if dh_rec is not None:
  *         dh_rec_p = &dh_rec[0, 0]
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -21392,7 +22326,7 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
       }
   }
 
-  /* "train/_gru.pyx":54
+  /* "train/_gru.pyx":60
  * 
  * 
  * def backward_step(const floating[:, ::1] gates, const floating[:, ::1] h_prev,             # <<<<<<<<<<<<<<
@@ -21410,6 +22344,1161 @@ static PyObject *__pyx_pf_7chargen_5train_4_gru_12backward_step(CYTHON_UNUSED Py
 
 
 
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "train/_gru.pyx":89
+ * 
+ * 
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):             # <<<<<<<<<<<<<<
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_7chargen_5train_4_gru_5dropout_mask(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_7chargen_5train_4_gru_4dropout_mask, "dropout_mask(uint8_t[::1] mask, double p, uint64_t seed)");
+static PyMethodDef __pyx_mdef_7chargen_5train_4_gru_5dropout_mask = {"dropout_mask", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_7chargen_5train_4_gru_5dropout_mask, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_4dropout_mask};
+static PyObject *__pyx_pw_7chargen_5train_4_gru_5dropout_mask(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  __Pyx_memviewslice __pyx_v_mask = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_p;
+  uint64_t __pyx_v_seed;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[3] = {0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("dropout_mask (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_mask,&__pyx_mstate_global->__pyx_n_u_p,&__pyx_mstate_global->__pyx_n_u_seed,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 89, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 89, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 89, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 89, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "dropout_mask", 0) < (0)) __PYX_ERR(0, 89, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("dropout_mask", 1, 3, 3, i); __PYX_ERR(0, 89, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 3)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 89, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 89, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 89, __pyx_L3_error)
+    }
+    __pyx_v_mask = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mask.memview)) __PYX_ERR(0, 89, __pyx_L3_error)
+    __pyx_v_p = __Pyx_PyFloat_AsDouble(values[1]); if (unlikely((__pyx_v_p == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 89, __pyx_L3_error)
+    __pyx_v_seed = __Pyx_PyLong_As_uint64_t(values[2]); if (unlikely((__pyx_v_seed == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 89, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("dropout_mask", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 89, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_mask", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_4dropout_mask(__pyx_self, __pyx_v_mask, __pyx_v_p, __pyx_v_seed);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_7chargen_5train_4_gru_4dropout_mask(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_p, uint64_t __pyx_v_seed) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  size_t __pyx_t_7;
+  uint8_t *__pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("dropout_mask", 0);
+
+  /* "train/_gru.pyx":90
+ * 
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):
+ *     if not 0.0 <= p < 1.0:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+ *     with nogil:
+*/
+  __pyx_t_1 = (0.0 <= __pyx_v_p);
+  if (__pyx_t_1) {
+    __pyx_t_1 = (__pyx_v_p < 1.0);
+  }
+  __pyx_t_2 = (!__pyx_t_1);
+
+
+  if (unlikely(__pyx_t_2)) {
+
+
+    /* "train/_gru.pyx":91
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         chargen_dropout_mask(mask.shape[0], p, seed, &mask[0] if mask.shape[0] else NULL)
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_FromDouble(__pyx_v_p, 'r', 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 91, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_dropout_probability_must_be_in_0, __pyx_t_5); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 91, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __pyx_t_7 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_6};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (__pyx_t_7*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 91, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 91, __pyx_L1_error)
+
+    /* "train/_gru.pyx":90
+ * 
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):
+ *     if not 0.0 <= p < 1.0:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+ *     with nogil:
+*/
+  }
+
+  /* "train/_gru.pyx":92
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         chargen_dropout_mask(mask.shape[0], p, seed, &mask[0] if mask.shape[0] else NULL)
+ * 
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "train/_gru.pyx":93
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+ *     with nogil:
+ *         chargen_dropout_mask(mask.shape[0], p, seed, &mask[0] if mask.shape[0] else NULL)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+        __pyx_t_2 = ((__pyx_v_mask.shape[0]) != 0);
+
+        if (__pyx_t_2) {
+          __pyx_t_9 = 0;
+
+          __pyx_t_8 = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_mask.data) + __pyx_t_9)) ))));
+        } else {
+
+          __pyx_t_8 = NULL;
+        }
+
+        chargen_dropout_mask((__pyx_v_mask.shape[0]), __pyx_v_p, __pyx_v_seed, __pyx_t_8);
+
+      }
+
+      /* "train/_gru.pyx":92
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         chargen_dropout_mask(mask.shape[0], p, seed, &mask[0] if mask.shape[0] else NULL)
+ * 
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L6;
+        }
+        __pyx_L6:;
+      }
+  }
+
+  /* "train/_gru.pyx":89
+ * 
+ * 
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):             # <<<<<<<<<<<<<<
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_mask", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "train/_gru.pyx":96
+ * 
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_7chargen_5train_4_gru_7dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+PyDoc_STRVAR(__pyx_doc_7chargen_5train_4_gru_6dropout_apply, "dropout_apply(signatures, args, kwargs, defaults, _fused_sigindex={})");
+static PyMethodDef __pyx_mdef_7chargen_5train_4_gru_7dropout_apply = {"dropout_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_7chargen_5train_4_gru_7dropout_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_6dropout_apply};
+static PyObject *__pyx_pw_7chargen_5train_4_gru_7dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  PyObject *__pyx_v_signatures = 0;
+  PyObject *__pyx_v_args = 0;
+  PyObject *__pyx_v_kwargs = 0;
+  CYTHON_UNUSED PyObject *__pyx_v_defaults = 0;
+  CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex = 0;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__pyx_fused_cpdef (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
+    struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 96, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 96, __pyx_L3_error)
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 96, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+    }
+    __pyx_v_signatures = values[0];
+    __pyx_v_args = values[1];
+    __pyx_v_kwargs = values[2];
+    __pyx_v_defaults = values[3];
+    __pyx_v__fused_sigindex = values[4];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 96, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("chargen.train._gru.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_6dropout_apply(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_7chargen_5train_4_gru_6dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
+  Py_ssize_t __pyx_v_arg_count;
+  PyTypeObject *__pyx_v_ndarray = 0;
+  PyObject *__pyx_v_arg = NULL;
+  PyObject *__pyx_v_dest_sig0 = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  int __pyx_t_6;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("dropout_apply", 0);
+  __Pyx_INCREF(__pyx_v_kwargs);
+  __pyx_t_2 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  if (__pyx_v_kwargs == Py_None) __pyx_t_2 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 96, __pyx_L1_error)
+    __pyx_t_2 = (__pyx_temp != 0);
+  }
+
+  __pyx_t_3 = (!__pyx_t_2);
+
+
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    __Pyx_INCREF(Py_None);
+    __Pyx_DECREF_SET(__pyx_v_kwargs, Py_None);
+  }
+  if (unlikely(__pyx_v_args == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(0, 96, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 96, __pyx_L1_error)
+  __pyx_v_arg_count = __pyx_t_4;
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_1 = (0 < __pyx_v_arg_count);
+
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_args == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(0, 96, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  __pyx_t_3 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_3;
+
+    goto __pyx_L7_bool_binop_done;
+  }
+  if (unlikely(__pyx_v_kwargs == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
+    __PYX_ERR(0, 96, __pyx_L1_error)
+  }
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 96, __pyx_L1_error)
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L7_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_kwargs == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(0, 96, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  /*else*/ {
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 4, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 96, __pyx_L1_error)
+
+  }
+  __pyx_L6:;
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 96, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_2a7731_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_5;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_5 = 0;
+  goto __pyx_L0;
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("chargen.train._gru.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF((PyObject *)__pyx_v_ndarray);
+  __Pyx_XDECREF(__pyx_v_arg);
+  __Pyx_XDECREF(__pyx_v_dest_sig0);
+  __Pyx_XDECREF(__pyx_v_kwargs);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_21dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_21dropout_apply = {"__pyx_fuse_0dropout_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_21dropout_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_6dropout_apply};
+static PyObject *__pyx_fuse_0__pyx_pw_7chargen_5train_4_gru_21dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mask = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_scale;
+  __Pyx_memviewslice __pyx_v_y = { 0, 0, { 0 }, { 0 }, { 0 } };
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[4] = {0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("dropout_apply (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mask,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_y,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 96, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "dropout_apply", 0) < (0)) __PYX_ERR(0, 96, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("dropout_apply", 1, 4, 4, i); __PYX_ERR(0, 96, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 4)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+    }
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_mask = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[1], 0); if (unlikely(!__pyx_v_mask.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyFloat_AsDouble(values[2]); if (unlikely((__pyx_v_scale == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_y = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[3], PyBUF_WRITABLE); if (unlikely(!__pyx_v_y.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("dropout_apply", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 96, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_y, 1);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_apply", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_20dropout_apply(__pyx_self, __pyx_v_x, __pyx_v_mask, __pyx_v_scale, __pyx_v_y);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_y, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_7chargen_5train_4_gru_20dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_scale, __Pyx_memviewslice __pyx_v_y) {
+  Py_ssize_t __pyx_v_n;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8[6];
+  Py_ssize_t __pyx_t_9;
+  int __pyx_t_10;
+  PyObject *__pyx_t_11 = NULL;
+  size_t __pyx_t_12;
+  Py_ssize_t __pyx_t_13;
+  Py_ssize_t __pyx_t_14;
+  Py_ssize_t __pyx_t_15;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__pyx_fuse_0dropout_apply", 0);
+
+  /* "train/_gru.pyx":97
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]             # <<<<<<<<<<<<<<
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+*/
+  __pyx_v_n = (__pyx_v_x.shape[0]);
+
+  /* "train/_gru.pyx":98
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+*/
+  __pyx_t_2 = ((__pyx_v_mask.shape[0]) != __pyx_v_n);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_y.shape[0]) != __pyx_v_n);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "train/_gru.pyx":99
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")             # <<<<<<<<<<<<<<
+ *     if n == 0:
+ *         return
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_mask.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_7 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_y.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __pyx_t_8[0] = __pyx_mstate_global->__pyx_kp_u_x_mask_and_y_must_have_one_lengt;
+    __pyx_t_8[1] = __pyx_t_5;
+    __pyx_t_8[2] = __pyx_mstate_global->__pyx_kp_u__5;
+    __pyx_t_8[3] = __pyx_t_6;
+    __pyx_t_8[4] = __pyx_mstate_global->__pyx_kp_u__5;
+    __pyx_t_8[5] = __pyx_t_7;
+    __pyx_t_9 = 44;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_9 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[3]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[5]);
+    #endif
+    __pyx_t_10 = 0;
+    __pyx_t_11 = __Pyx_PyUnicode_Join(__pyx_t_8, 6, __pyx_t_9, __pyx_t_10);
+    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_11);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __pyx_t_12 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_11};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_12, (2-__pyx_t_12) | (__pyx_t_12*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 99, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 99, __pyx_L1_error)
+
+    /* "train/_gru.pyx":98
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+*/
+  }
+
+  /* "train/_gru.pyx":100
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     with nogil:
+*/
+  __pyx_t_1 = (__pyx_v_n == 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "train/_gru.pyx":101
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+ *         return             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         if floating is float:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "train/_gru.pyx":100
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     with nogil:
+*/
+  }
+
+  /* "train/_gru.pyx":102
+ *     if n == 0:
+ *         return
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         if floating is float:
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "train/_gru.pyx":104
+ *     with nogil:
+ *         if floating is float:
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])             # <<<<<<<<<<<<<<
+ *         else:
+ *             chargen_dropout_apply_f64(n, &x[0], &mask[0], scale, &y[0])
+*/
+        __pyx_t_13 = 0;
+        __pyx_t_14 = 0;
+        __pyx_t_15 = 0;
+        chargen_dropout_apply_f32(__pyx_v_n, (&(*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_x.data) + __pyx_t_13)) )))), (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_mask.data) + __pyx_t_14)) )))), ((float)__pyx_v_scale), (&(*((float *) ( /* dim=0 */ ((char *) (((float *) __pyx_v_y.data) + __pyx_t_15)) )))));
+      }
+
+      /* "train/_gru.pyx":102
+ *     if n == 0:
+ *         return
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         if floating is float:
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L9;
+        }
+        __pyx_L9:;
+      }
+  }
+
+  /* "train/_gru.pyx":96
+ * 
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_apply", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_23dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_23dropout_apply = {"__pyx_fuse_1dropout_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_23dropout_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_7chargen_5train_4_gru_6dropout_apply};
+static PyObject *__pyx_fuse_1__pyx_pw_7chargen_5train_4_gru_23dropout_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mask = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_scale;
+  __Pyx_memviewslice __pyx_v_y = { 0, 0, { 0 }, { 0 }, { 0 } };
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[4] = {0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("dropout_apply (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mask,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_y,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 96, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "dropout_apply", 0) < (0)) __PYX_ERR(0, 96, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("dropout_apply", 1, 4, 4, i); __PYX_ERR(0, 96, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 4)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 96, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 96, __pyx_L3_error)
+    }
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_mask = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(values[1], 0); if (unlikely(!__pyx_v_mask.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyFloat_AsDouble(values[2]); if (unlikely((__pyx_v_scale == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 96, __pyx_L3_error)
+    __pyx_v_y = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[3], PyBUF_WRITABLE); if (unlikely(!__pyx_v_y.memview)) __PYX_ERR(0, 96, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("dropout_apply", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 96, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_y, 1);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_apply", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_7chargen_5train_4_gru_22dropout_apply(__pyx_self, __pyx_v_x, __pyx_v_mask, __pyx_v_scale, __pyx_v_y);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mask, 1);
+
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_y, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_7chargen_5train_4_gru_22dropout_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mask, double __pyx_v_scale, __Pyx_memviewslice __pyx_v_y) {
+  Py_ssize_t __pyx_v_n;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8[6];
+  Py_ssize_t __pyx_t_9;
+  int __pyx_t_10;
+  PyObject *__pyx_t_11 = NULL;
+  size_t __pyx_t_12;
+  Py_ssize_t __pyx_t_13;
+  Py_ssize_t __pyx_t_14;
+  Py_ssize_t __pyx_t_15;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__pyx_fuse_1dropout_apply", 0);
+
+  /* "train/_gru.pyx":97
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]             # <<<<<<<<<<<<<<
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+*/
+  __pyx_v_n = (__pyx_v_x.shape[0]);
+
+  /* "train/_gru.pyx":98
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+*/
+  __pyx_t_2 = ((__pyx_v_mask.shape[0]) != __pyx_v_n);
+
+  if (!__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_2 = ((__pyx_v_y.shape[0]) != __pyx_v_n);
+
+
+  __pyx_t_1 = __pyx_t_2;
+
+  __pyx_L4_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "train/_gru.pyx":99
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")             # <<<<<<<<<<<<<<
+ *     if n == 0:
+ *         return
+*/
+    __pyx_t_4 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_mask.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_7 = __Pyx_PyUnicode_From_Py_ssize_t((__pyx_v_y.shape[0]), 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __pyx_t_8[0] = __pyx_mstate_global->__pyx_kp_u_x_mask_and_y_must_have_one_lengt;
+    __pyx_t_8[1] = __pyx_t_5;
+    __pyx_t_8[2] = __pyx_mstate_global->__pyx_kp_u__5;
+    __pyx_t_8[3] = __pyx_t_6;
+    __pyx_t_8[4] = __pyx_mstate_global->__pyx_kp_u__5;
+    __pyx_t_8[5] = __pyx_t_7;
+    __pyx_t_9 = 44;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_9 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[3]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[5]);
+    #endif
+    __pyx_t_10 = 0;
+    __pyx_t_11 = __Pyx_PyUnicode_Join(__pyx_t_8, 6, __pyx_t_9, __pyx_t_10);
+    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 99, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_11);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __pyx_t_12 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_11};
+      __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_12, (2-__pyx_t_12) | (__pyx_t_12*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 99, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+    }
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 99, __pyx_L1_error)
+
+    /* "train/_gru.pyx":98
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:             # <<<<<<<<<<<<<<
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+*/
+  }
+
+  /* "train/_gru.pyx":100
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     with nogil:
+*/
+  __pyx_t_1 = (__pyx_v_n == 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "train/_gru.pyx":101
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:
+ *         return             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         if floating is float:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "train/_gru.pyx":100
+ *     if mask.shape[0] != n or y.shape[0] != n:
+ *         raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+ *     if n == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     with nogil:
+*/
+  }
+
+  /* "train/_gru.pyx":102
+ *     if n == 0:
+ *         return
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         if floating is float:
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "train/_gru.pyx":106
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+ *         else:
+ *             chargen_dropout_apply_f64(n, &x[0], &mask[0], scale, &y[0])             # <<<<<<<<<<<<<<
+*/
+        __pyx_t_13 = 0;
+        __pyx_t_14 = 0;
+        __pyx_t_15 = 0;
+        chargen_dropout_apply_f64(__pyx_v_n, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_x.data) + __pyx_t_13)) )))), (&(*((uint8_t const  *) ( /* dim=0 */ ((char *) (((uint8_t const  *) __pyx_v_mask.data) + __pyx_t_14)) )))), __pyx_v_scale, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_y.data) + __pyx_t_15)) )))));
+      }
+
+      /* "train/_gru.pyx":102
+ *     if n == 0:
+ *         return
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         if floating is float:
+ *             chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L9;
+        }
+        __pyx_L9:;
+      }
+  }
+
+  /* "train/_gru.pyx":96
+ * 
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_AddTraceback("chargen.train._gru.dropout_apply", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
 
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
@@ -22771,14 +24860,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_7chargen_5train_4_gru___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_7chargen_5train_4_gru___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 43, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults = &__pyx_type_7chargen_5train_4_gru___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults) < (0)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults);
@@ -23790,38 +25879,38 @@ __Pyx_RefNannySetupContext("PyInit__gru", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_4) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "train/_gru.pyx":37
+  /* "train/_gru.pyx":43
  * 
  * 
  * def forward_step(const floating[:, ::1] gi, const floating[:, ::1] gh, const floating[::1] b_hh,             # <<<<<<<<<<<<<<
  *                  const floating[:, ::1] h_prev, floating[:, ::1] gates, floating[:, ::1] h):
  *     cdef Py_ssize_t B = h.shape[0], H = h.shape[1]
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_5forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_9forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_7forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step_const_double_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_11forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step_const_double_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_7chargen_5train_4_gru_1forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 37, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_7chargen_5train_4_gru_1forward_step, 0, __pyx_mstate_global->__pyx_n_u_forward_step, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 37, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 43, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -23832,42 +25921,42 @@ __Pyx_RefNannySetupContext("PyInit__gru", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_forward_step, __pyx_t_4) < (0)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_forward_step, __pyx_t_4) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "train/_gru.pyx":54
+  /* "train/_gru.pyx":60
  * 
  * 
  * def backward_step(const floating[:, ::1] gates, const floating[:, ::1] h_prev,             # <<<<<<<<<<<<<<
  *                   const floating[:, ::1] d_out, const floating[:, ::1] dh_rec,
  *                   floating[:, ::1] carry, floating[:, ::1] d_gi, floating[:, ::1] d_gh):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_11backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_15backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(0, 54, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_13backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_17backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(0, 54, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_7chargen_5train_4_gru_3backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_7chargen_5train_4_gru_3backward_step, 0, __pyx_mstate_global->__pyx_n_u_backward_step, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 54, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 54, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -23878,19 +25967,80 @@ __Pyx_RefNannySetupContext("PyInit__gru", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_step, __pyx_t_5) < (0)) __PYX_ERR(0, 54, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_step, __pyx_t_5) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "train/_gru.pyx":89
+ * 
+ * 
+ * def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):             # <<<<<<<<<<<<<<
+ *     if not 0.0 <= p < 1.0:
+ *         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_7chargen_5train_4_gru_5dropout_mask, 0, __pyx_mstate_global->__pyx_n_u_dropout_mask, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 89, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_dropout_mask, __pyx_t_4) < (0)) __PYX_ERR(0, 89, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "train/_gru.pyx":96
+ * 
+ * 
+ * def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = x.shape[0]
+ *     if mask.shape[0] != n or y.shape[0] != n:
+*/
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_7chargen_5train_4_gru_21dropout_apply, 0, __pyx_mstate_global->__pyx_n_u_dropout_apply_const_float_1_floa, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_7chargen_5train_4_gru_23dropout_apply, 0, __pyx_mstate_global->__pyx_n_u_dropout_apply_const_double_1_dou, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_7chargen_5train_4_gru_7dropout_apply, 0, __pyx_mstate_global->__pyx_n_u_dropout_apply, NULL, __pyx_mstate_global->__pyx_n_u_chargen_train__gru, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_7chargen_5train_4_gru___pyx_defaults)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
+  __Pyx_GIVEREF(__pyx_t_9);
+  __pyx_t_9 = 0;
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  __Pyx_as_FusedFunctionObject(__pyx_t_5)->__signatures__ = __pyx_t_4;
+  __Pyx_GIVEREF(__pyx_t_4);
+  __pyx_t_4 = 0;
+  __pyx_t_4 = __pyx_t_5;
+  __Pyx_INCREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_dropout_apply, __pyx_t_4) < (0)) __PYX_ERR(0, 96, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
   /* "train/_gru.pyx":1
  * # cython: language_level=3, boundscheck=False, wraparound=False             # <<<<<<<<<<<<<<
  * # cython: initializedcheck=False, embedsignature=True
  * """The GRU training kernels of csrc/gru_train.c for FusedGRU: one step's gate
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_4) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_5) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
   /*--- Wrapped vars code ---*/
 
@@ -24059,41 +26209,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{10},{8},{1},{8},{2},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{4},{179},{8},{15},{7},{6},{2},{9},{50},{14},{30},{37},{1},{5},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{4},{13},{143},{136},{4},{1},{5},{18},{18},{5},{4},{4},{5},{7},{8},{6},{8},{6},{5},{15},{6},{9},{5},{5},{5},{6},{7},{12},{124},{118},{5},{3},{2},{2},{1},{6},{2},{5},{5},{8},{4},{6},{7},{4},{4},{4},{5},{3},{4},{3},{8},{10},{5},{10},{4},{5},{4},{4},{6},{6},{6},{6},{1}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{269},{271},{357},{359}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{10},{8},{1},{8},{2},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{4},{179},{8},{15},{7},{43},{6},{2},{9},{50},{14},{30},{37},{40},{1},{5},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{4},{13},{143},{136},{4},{1},{5},{18},{18},{5},{4},{4},{5},{7},{8},{6},{8},{6},{13},{44},{42},{12},{5},{15},{6},{9},{5},{5},{5},{6},{7},{12},{124},{118},{5},{3},{2},{2},{1},{6},{2},{5},{5},{8},{4},{6},{4},{7},{4},{1},{4},{4},{5},{3},{1},{4},{3},{8},{5},{4},{10},{5},{10},{4},{5},{4},{4},{6},{6},{6},{6},{1},{1}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{68},{133},{133},{269},{271},{357},{359}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1297 bytes) */
-static const char cstring[] = "x\332\355U\315o\0247\024g!@\202J\245\220\010\2657o\t\tHa\3334i\224F\210*$A\344\320\224\345#\025\240\310xm\357\214\311\214=\031{\226]\324\003\307=\316q\216s\234\343\034\367\230c\216{\334#\177\002\177B\237g\263\233\005E\r\204^*u\245\365\330~\037\376\275\337{~F\304\240\237\232\310\217\264A5\216n!U{\315\251\271w\373\366<r\224A\267\346Qe\025\335\375\235\373*l\355\010\376\006\251:\272K\2254\302\211T\244\021\221\0141\021Z\233O\267\205\034\010\264\t\005\343lD\031\251\360\037\345\037\357\r5\357\375\266N\244\004\\Dk\341Hd\024\n9aw\224\364Z\310/@6\000\344\226l\020O0\344+\306\347\021o\006`\013\256\346\350\234=w\256\256B\023\0229\327\017q\240\254]\022p8\n\221\246\320h[!\237\030\352\n\351 {\0241Q\310Q]E\222m+\311\267\225\341\310\270\300\336z\313\270J\"0a\334\0235\036\022\303\001\214\205\017\207\206VI\242G\233\217\356,\255,\025\301\204\3342\254\221\216j\324\2038\270\266\234\326\"\341\0318\334\264\002\256+h\253\216Z*B\222\003l\0102\000\275Q\003\343r\21147v\202\346\nJ\210\021Jb0\007\304sG,\212\006\267\326\017\210\247y\2050\206A\217S\345yV\246\244\256\220\032eB\223\232\307\271\264\243C\205\356\317\230T\020P\235D\236A\030\207\234E\224c\214XTx\224J\336\201\000\033\202x \245B\n\2031p*\344\217\330\t\243J\320jF\205\033\253L<OQ`\005\2210$-\304\210!\225\023\244}\376-C\375\324\353\312_kO\326\267\266\356oz\236\010\264\320\017\237\360\375\210K\312m\035V\216K\022\343G\255&\3747\200p\274\315\233\3461\257c|D\n\200\006\200\226\266\343\211\303\2150\334\267\033\314\332\300\257\036Ij\277 \322\003+\341\007P(v\346C`\305W\261\310+d\222\370\375\257=\036c\210\027S\227\323=\035\371\375\325\221\027;\265)\355\317\"\031\010\272\007\0366\345@\257a,\021\326\307~D\274\201\333\001\337\303\031-\252ld\2037\355\002J`\010E\217@\037\316\217\355\014\327\246\010Ts\206\241\242\341N\201\017\2411U\241\212\240\3648\024\303 \031\270\026\325\353P\312\241\243\211nI*Te\250\246k\330uk\204\356\275!!x2<\370h\361\022\272\0004\023\246\"\210\353\345\352<Z]]\330\235\377\312\315/Y\356\236\004\247\356)b>9\343l{\237\275\002\034\232S\nE""\337\242.0\311e\245\270!\025{C\250\007Lb\250*\330\242\334\"\246\320Z\014\303\216\013\177\3010p]\01488\272\205\232\271\220{\332\037a\267\210\231\331\332*\006\233\311~\357\206\033\002m\217C\205\025\275\210\207\241\n\353\036qt\201\016z\237_\214\266\003\302gH\324\350\374\3149<[\002wO8\373\013\223s\206l\355:\300\216\206\013\357\270\216p]\034\204\274!Xq-lw\320\375\341-\337\203-[O\216\206\007\306\276.\366U\261\227\016\036%\037X\016Z\300{\000\031\014\024\270p\004\004\021\302\375\033\244\315v\265\341\003\242\255C\270\231\241\261\241j\243\340\017\305`\2401\200\203(\200\336\310\3415\212\270n\376\361\256\364~\354\273\244\224\\O\366\323\361\254\224]\317\366\363Ro\354J\273\334^\216\257\305\313\311d2\223\324\322K)IM\266\230\325\362\363y\371\263\304+\361b\314\222\331\264\224N\247O\262\363\331\017\331Z_\260\032\357$\313\351d:\223\326\263\007y9_\312u\347\310\346\327x\263\0002\226n\026@\306\362\365<\354\\\353,\364\306.\277\013\333S\355\373m\n\247.\306\2447>\321\233\270\362\376\233\033\351B\272\236\352\254\234\375\234U3\232O\347\325\274\326)u\246:\033\007\245\203\351\203\352\001;,\037.w\253\217\273\217\237u\237=\357>\177\321}\201\273\370U\367\025\355R\247\353\270]Wt\305\353\356k\277\353\313\3774\031\037\306\317]\235\371\227\351\370p\351\334\305\357\223\213\311\016\370}\230m\346\327\363\375\016\020\002\254\367\306f\322\265S\201\236\022\342J\274\0247\222j\302\n\341Z\3664\237\312\357[\300\247\212/\277k\264\377\214\327z\343\337\266I\273u\204p#\273\230\355\344\013\371F\347B\237\2457m\047\256\366u\336\002\304FZMY6\233_\312In:\213\035r\"\223\307\276\257\305\345\370\027(\207\251dm\304\333T\274\020?H\312\311bB\212\022\004\036 \247\027\262\005\340g2\277\221?\355Lvf\201\355\251\203\215\303\t`\272ws6\345 ]\317L\201m4\033\364p\362\177\222O\047\371\303\225sWo~\035\315\177\003~\307\333p";
-    PyObject *data = __Pyx_DecompressString(cstring, 1297, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1525 bytes) */
+static const char cstring[] = "x\332\355UAo\324F\024f!@@\245\322\022\224\026\251\207\331\022\022\220\302\226m\322\210F\210jI\202\310\241\224\220\220\n\"d\306\343Y{\022\357\214\343\031/\273\250\007\216{\364\321G\037}\364q\217{\314\321\307\034\371\t\374\204\276\261w\227\005\245\r\204\366P\251+\255=\2367\363\346{\337\373\336\033\204\025\272\335F\315@*dRt\003\ts\227\022u\357\346\315yd\013\205n\314\243\3522\272\373+m\n\277\263\315\350+$\032\350.\021\\1;\020\201D\230[\310b\276\336\363\3614\343C\203T>\263\2505\266\030\t\377o\355\037\316\215V\336\373e\005s\016\270\260\224\314\346H\t\344Sl\335\022\334\355\240f\016\262\005 \327y\013\273\314BMa\321yD\333\036\354\005WsdN\237;\327\020\276\3621\237+B\034.\226\016\366(\034\205p\233I\364H\240&V\304a\334F\372(\254\002\237\242\206\010\270\365Hp\372H(\212\224\003\354\255t\224#8\202-\026u\231I}\254(\200\321\360\341P_/\342\350\361\332\343[\213w\026\363`|\252\031\226H\006&q!\016*5\247f\300\\\005\207\253\216Ge\025\2557PG\004\210S\200\rAz\260n|\203r(G\222*=@s9%X1\301\r\330\016\210\347\006,\262\026\325\273\037`W\322*\266,\003\326Q\"\\W\333\004\227Ul\022\213Il\272\324\362\205\047\002\205<_\230\330d.S\235\221*\000\326\316\355yT\033h\202r\275\301&L\026#\213\013\210\275\201\003W!\303\360\251\025\020j\030\310\n\362\303\271\340\267\200\213\026\303.X\t\343L\031\006\320\317\370\017\206\355\007U\257\323\016r7z1v]A\200@\204}\037w\220\205\025\256\036a-R\245\311,T\"\253\355yH\227\334\313\347\006\300\035\014\321C\252\220K\271\255\234\002\373\037\365\315\225\365\365\373k\256\313<\311\344\303M\272\037PN\250\226v\365\275\312\r\343q\247\r\377U\310\241\361\210\266\325\023\3320\214\001\317\020\034\004\2423\361~`S\305\024m\352\tK\357\201_#\340D\277\301$\207\273X\323\003\355\351Q\023\010\310\337\302\n\334\334\306q\263x\353\343\r\003x1\210C\311\236\014\232\305\327\300\213\036j\225\024\243\200{\214\354\201\2075>\\\327R\2320\355c?\300\356\320\3550/\243\021\311\205;6A\333\372\003T5\202\"\307\240\217\306\357\367)*U\036\250\244\226\001E\002e\n>\2304\210\360AK\214S\320\3270i\206\0314\032P\035\276-""\261\354p\302Du\264L\232\206\343\230\230\354\275\302>xR\324\373\340c\007\032\013$\324\022\001\304\265\263<\217\226\227k/\346\277p\362s>_\034\005\247\341\n\254>:\343ds\237\374\0058$%\004\212\243C\034`\222\362j^IU]I\304\005&\rP\025L\021\252\021\023\350V\3122l\007\376\3142\200\353\374ax\203j\225\226\003\271\047\305\023f\363\230\007\215\300\300\236\347v>\370\370(\r\3434ilG\255\035\240\037\013d|\245\256XKK9\177h\341\024\267\017\024$4n\n\202\316\273)\365}\3417\\l\313\334\007t\357f\376\324=\034^\243\274\214\217O,\231\223\351\345\305\021g\177\246\026N \216\0276\260#\241\277\330\216\315\034\307\360|\332bV^\205\272\031\311\342\361\232\356\301\224\226\257-5\343pM\352;R\337\215\\\027:\334\255M\240\332\353\000\371\236\007\262\361\0048\262\031\204\342K(_*\341\022\202\352\037\212F\367\336\321\215(\265\177\350\013\276\322\221K%\340\017RT\320\226\300S\340A\007\247p\275\006T\266;\277\275)\035N\234\177\243\272\213]\031\316\204\370p\362\353\356nT\312\256>\350\343\376\376\341\205\213\207\223\337E\365h+\236\216\367\223\211d%i\245\033\251\325\253\364\226\372W\372\333\007\265\203\207\331\326S\355\343\333\250\024MG\373\361\300\335RX\016\257\205\233\321\351\350Z\264\0215\342z\274\231\234Ij#\367+\375Z\177\365\240tp\345`;\333\334\312\266\236e\317\236g\317w\262\035\234a33\211\366\342w\247\272\365\303\311\013\200\342\355W\327\343\215\230$\345\244\222\324\222\325\264\224^\311q\314\365\277\001\047\345\203\312A\355\337\007\361n\362\324\245\331\277\200Q\356W\300Y\375M\351\355\010\304dRJ\246\223\375\024\300\\\354V\000\314\345p)*G3\221\031\237\213q\254\222\205\304LO\247\225O2\337\t\027B+\232\215K\361\025\010\342t\362}R/\014\313\341v\264\024\227\343\231\270\221<H+\351b*{\203=?\207k9\220\211x-\0072\221\256\244~\357r\2576\214\353~\227\300\251\013:\353\005\311\327\342Z\274\022K\210\356\307d#!ytf\257\324\233\352\255\366K\220\360\215\276\005T/e\033O\262\047O\263\247\005_Ff\274\314^\222\214\330\231\355d\016\313\330n\266\333\314\232\374?M\206N\366\314?L\307\273s\247\316^\215\316F\333\340\367a\262\226N\247""\373= \004X?\234\230\211\353\307\002=&\304;\341b\330\002\241[\271\261\236l\245S\351}\r\370X\363\3717\255\356\357a]\027\006\356v\006\010W\223\263\311vZKW{g\n\226^u\355p\243X\363\032 \266\240\024\254d6=\227\342T\365\026z\370H&\337\373\276\034V\302\237@\016SQ}\314\333TX\013\037D\225h!\302\271\004g\206U\n\374\224\323k\351V\257\334\233\005\266\247\240R/\000\323\207\327gc\n\326\225D\345\330\306\263A\016\312\377\223|<\311\357.\236\272t\375\313h\376\023\316\276\263\245";
+    PyObject *data = __Pyx_DecompressString(cstring, 1525, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1681 bytes) */
-static const char cstring[] = "\377 at 0x m\377ust be (\377 object>\377)), got \377(, .: <M\377emoryVie\377w of <co\377ntiguous\377 and dir\3540\001\007\rin\021\005str\357ided\"\010 or\315 \004\031><(\tA\006>?\357Cann\225\000ass\377ign to r\377ead-only\353 m\240\002v\242\000Inv\377alid mod?e, exp\320\000|\000\367\047c\047t\001\047for\237tran\047\335\003%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNoneN\277ote th\273 C\277ython 0\000d\377eliberatye\212\000\357\001cter!\001\377n PEP-48\3554\251\"re\336!s soubcl\305\000es\320!\277builti\317\000y\377pes. If ?you ne\263 \342\000\371p\355\000%\tthen wset\200\000e \047\216\"\377ation_ty\265p\257\000\047\214Div\242\000o\377 False.a\367dd_\270 ecol\371l\340@+\000s.abc\377disablee\275n\002\001gcis\004\003d\377no defau\377lt __red\377uce__ du\336M\002non-\321@vi\373al\033\000cinit\373__\321 in/_g\177ru.pyxuL\002\276\236Aalloc\223  \377array da\207ta.\013\020\372#\314a\251cs\377.|ASCIIB\377Ellipsis\377HSequenc\365e\204\204\001.\211\204\007__Py\375x\001\000Dict_N\377extRef__l\216$\262\000__\343\"__\001\005\177getitem\r\001yd0\001\027\000func\035\001\346\030\000st\277@)\001imp\274\246`3\001main\003\002owdulM\002nam\002\003\363ewT\001\355\000_che\017cksuT\000\n\001?\004\025\001\370\221@\270 \037\001unpicmk?\000En \005vt\372!\036\230\001qualO\005\350%\361&1c\341b\277\001\204Dex\314\001\200`\301_\203\005\214`\262\006\003\006.\007te\373st\344\002sed_s\337igindA\000is\277_corou\370`e\374\212`\243E_buffe\377rargsasy\337ncio.\036\006sb\377_hhbackw\273arG\000tep\000\n[\377const do\375u\323`[:, ::\0071],\000\022\000\047?\014N\014^\013}]{\021float\177\014\300\000\021\006\037<\013J\013Y\n\205\000se\377ccarrych\256\307 en.\235\205\002.\236\205\001c\337line_\323`tr\367ace\312!coun\337td_gh\001\000id\331_\220@\000\002_p\377\205\004sd\037h_rec\000\003\023\000\333\"\311d\330a\000\002_\307@\266\212\003en\237codee\337`\207\210\002e\377rrorflag\375s\377\002format\016\373\210\004for\274F\000\t\213\2026\322V\340\224[i\020\202\202,\332g\366\201\047gat""\377esgetghg\377ihh_prev\323id\222\205\002\232\207\001s\000\002iz\337ekind\350\204\001gs\307mem\332\213\001\322\213\001\374\206\001nd\377imnumpyo\377bjpackpo\376@\000gisterscet\257E\322\213\001\270\213\006ssN\000\337start#\000ps\373to\001\000ructu\375n=\001update\377valuesxO\377\200\001\340\004\030\230\001\230\377\026\230q\240\010\250\001\250\377\026\250q\260\001\330\004\n\377\210!\2106\220\022\2206\377\230\021\230$\230b\240\006\377\240a\240t\2503\250b\317\260\002\260!\000\0348\0038\220\3773\220d\230&\240\001\240\377\024\240S\250\002\250\"\250\375AQ\003:\220V\2306\240\377\021\240$\240f\250F\260\277!\2604\260s\270L\0049\273\220E\204\002\004\240E\204\002\004\377\260C\260r\270\022\2701\377\330\004\007\200r\210\023\210\367B\210c\222\0003\220a\330\377\010\t\330\t\n\340\014#\377\2401\240C\240s\250!\377\2502\250Q\250c\260\024\377\260Q\260b\270\001\270\023\377\270D\300\001\300\024\300Q\377\300d\310!\3106\320Q\377R\320RU\320UY\320\377YZ\320Z_\320_`\377\320`c\320cg\320g\377h\320hi\320ij\320\337jm\320mnP\272\360\010\367\000\r$\300\200L\360\006\000\005\337\031\230\005\230V\344 H\250?E\260\026\260q\270\233`\363 \017\330\004$\240\312D\233X\303a\325X\3778\2204\220v\230Q\230\375d\210bA\250T\260\023\260\361B\274A\273e\006\026\007\200v\210\377W\220A\330\010\016\210a\373\210y\233\004D\250\005\250V\277\2601\260D\270\003\255cw\357\210g\220Q\036\003z\230\026\377\230v\240Q\240d\250&\377\260\006\260a\260t\2703\353\270a\302r\004S\006\022\220!\377\2205\230\001\230\023\230A\374\375aG\004\023\2201\220F\230\237!\2303\230a\376b\205 \240\337S\250\003\2501\235 \021\260\177#\260T\270\021\270&\372`\337\023\300D\310\t\366`\330%w&\240e\033\000C\250t\227\002>\221\204\tc\310\021\200\001c\377\305=\177\360\n\000\r%\240A\253\2019";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1681, 3203);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1985 bytes) */
+static const char cstring[] = "\377 at 0x m\377ust be (\377 object>\377)), got \377(, .: <M\377emoryVie\377w of <co\377ntiguous\377 and dir\3540\001\007\rin\021\005str\357ided\"\010 or\315 \004\031><(\tA\006>?\357Cann\225\000ass\377ign to r\377ead-only\353 m\240\002v\242\000Inv\377alid mod?e, exp\320\000|\000\367\047c\047t\001\047for\237tran\047\335\003%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNoneN\277ote th\273 C\277ython 0\000d\377eliberatye\212\000\357\001cter!\001\377n PEP-48\3554\251\"re\336!s soubcl\305\000es\320!\277builti\317\000y\377pes. If ?you ne\263 \342\000\371p\355\000%\tthen wset\200\000e \047\216\"\377ation_ty\265p\257\000\047\214Div\242\000o\377 False.a\367dd_\270 ecol\371l\340@+\000s.abc\377disabled\377ropout p\377robabili\363ty\215f\224\000[0, \3551\215den-\001gci\375s\004\003dno de\377fault __\377reduce__\367 dux\002non-\336\374@vial\033\000ci\337nit__\374 in\377/_gru.py\363xuL\002\311Aallo\375c\276  array? data.\013\020\245C\274\367a\324cs.x,\254@s\231k\212\204\002\262\004ha\373\000\250@ \277length\312\204\003|\377ASCIIBEl\377lipsisHS\177equence\327\204\001}.\334\204\007__Pyx\001\000\377Dict_Nex?tRef__\341$\332\000\333__\266B__\001\005ge_titem\r\001d0\001\236\027\000func\035\001\030\000s9t\222`)\001imp\371`3\001\357main\003\002odu\335lM\002nam\002\003ew\374T\001\225 _check\003suT\000\n\001?\004\025\001\344@\340 ~\037\001unpick?\000\233En \005vt\315A\230\001qGualO\005\220E\231Fc\264\204\002L\277\001\254Dex\314\001\323`_\203\005\360\337`\262\006\003\006.\007test\376\344\002sed_sig\367indA\000is_c;or\311`ine\335`\313E\377_buffera\377rgsasync\367io.\036\006sb_h\377hbackwar\356G\000tep\000\n[co\377nst doub\377le[:, ::\0071],\000\022\000\047?\014N\014^\013}]{\021float\177\014\300\000\021\006\037<\013J\013Y\n\205\000se\377ccarrych\256\307 en.\305\205\002.\306\205\001c\365l\356 _\323`trac\375e\312!countd\367_gh\001\000id_o}u\n\000out_p\247\206\004\177sdh_rec\000\003\370\023\000\333\"\202\207\004_applAy\000\n\370,\200A\213E\215@]\030\021\360\235$\253A""\001\007!\006mask\311d\307\204\001\000\002_\266`\370\213\003en\377codeenum\376\311\211\002errorfl\367ags\356\"form;at\275\212\004for\253f\000\t\200\372\2026\301v\203{i\020\361\202,\311\204\007\345\202\047g\377atesgetg\377hgihh_prOevid\201\206\002\211\210\001s\000\002\177izekind\327\205\001;gs\356!mem\240\215\001\230\215\001\375n\360\207\001ndimnu\377mpyobjpp\337ackpoF\000gi\377sterscal\377eseedset\330\255e\243\215\001\211\215\006ss]\000st\367art,\000psto~\001\000ructunF\001\377updateva\377luesxyO\200\377\001\330\004\007\200t\2104\377\210s\220$\220a\330\010\377\016\210j\230\001\320\031F\377\300a\300q\330\t\n\330\377\010\034\230A\230T\240\026\377\240q\250\004\250C\250v\377\260Q\260d\270!\2706\377\300\024\300V\3101\310H\367\320TU@\001\030\230\001\230\357\026\230q\240H\0046\220\021\377\220#\220S\230\002\230#\377\230Q\230f\240A\240S\357\250\003\2501V\006C\3001\377\300D\310\001\310\024\310V\377\320ST\320TY\320Y\377Z\320Z[\320[a\320\337ab\320bc\221\001r\210\277\023\210A\330\010\t\203\000\340\377\014%\240Q\240c\250\021\377\250!\2501\250D\260\001\273\260\024\203\002\047\300\027B\000\021\357\310!\3101#_\360\010\000\273\r&p\024\021\300!\317\000A\357\200\001\340\004\202%\010\250\001\337\250\026\250q\260\336 \n\210\377!\2106\220\022\2206\230\377\021\230$\230b\240\006\240\377a\240t\2503\250b\260\237\002\260!\330\004\000\034:\0018\377\2203\220d\230&\240\001\373\240\024\307 \002\250\"\250A\3762\003:\220V\2306\240\021\377\240$\240f\250F\260!\337\2604\260s\270L\0049\220\335E\216B\004\240E\204\002\004\260\177C\260r\270\022\2701\325%\227B\210c\222\0003\362A\337##\277\2401\240C\240s\342 2\357\250Q\250c\340\"b\270\001\277\270\023\270D\300\001\356@Q\373\300d\350 6\320QR\320\357RU\320U\257C_\320_\377`\320`c\320cg\320\377gh\320hi\320ij?\320jm\320mnP\272\351A\375$\300\200L\360\006\000\005\031\230\367\005\230V\344 H\250E\260\177\026\260q\270\001\330\004\363 \017\330\004$\240\312D\233X\303a\325X\3778\2204\220v\230Q\230\375d\210bA\250T\260\023\260\343B\260\275@\334c\004\030\007\200v\357\210W""\220A\371\206\001a\210y\376\233\004D\250\005\250V\2601\357\260D\270\003\255cw\210g\373\220Q\036\003z\230\026\230v\377\240Q\240d\250&\260\006\377\260a\260t\2703\270a\372\302r\004S\006\022\220!\2205?\230\001\230\023\230A\357\207\001G\004\377\023\2201\220F\230!\230\2273\230a\343\206\002$\243\207\005\235 \021\377\260#\260T\270\021\270&\276\372`\023\300D\310\t\366`\330\377%&\240e\2501\250C\363\250t\227\002\221\204\tc\310\021\200\371\001c\377\305=\360\n\000\r%\000\251\201;";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1985, 3747);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (3203 bytes) */
-static const char bytes[] = " at 0x must be ( object>)), got (, .: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__train/_gru.pyxunable to allocate array data.unable to allocate shape and strides.|ASCIIBEllipsisHSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesb_hhbackward_stepbackward_step[const double[:, ::1],const double[:, ::1],const double[:, ::1],const double[:, ::1],double[:, ::1],double[:, ::1],double[:, ::1]]backward_step[const float[:, ::1],const float[:, ::1],const float[:, ::1],const float[:, ::1],float[:, ::1],float[:, ::1],float[:, ::1]]baseccarrychargen.train._grucline_in_tracebackcountd_ghd_gid_outd_out_pdefaultsdh_recdh_rec_pdoubledtypedtype_is_objectencodeenumerateerrorflagsfloatformatfortranforward_stepforward_step[const double[:, ::1],const double[:, ::1],const double[::1],const double[:, ::1],double[:, ::1],double[:, ::1]]forward_step[const float[:, ::1],const float[:, ::1],const float[::1],const float[:, ::1],float[:, ::1],float[:, ::1]]gatesgetghgihh_previdindexitemsitemsizekindkwargsmemviewmodenamendimnumpyobjpackpopregistersetdefaultshapesignaturessizestartstepstopstructunpackupdatevaluesxO\200\001\340\004\030\230\001\230""\026\230q\240\010\250\001\250\026\250q\260\001\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2108\2203\220d\230&\240\001\240\024\240S\250\002\250\"\250A\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\t\n\340\014#\2401\240C\240s\250!\2502\250Q\250c\260\024\260Q\260b\270\001\270\023\270D\300\001\300\024\300Q\300d\310!\3106\320QR\320RU\320UY\320YZ\320Z_\320_`\320`c\320cg\320gh\320hi\320ij\320jm\320mn\200\001\340\004\030\230\001\230\026\230q\240\010\250\001\250\026\250q\260\001\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2108\2203\220d\230&\240\001\240\024\240S\250\002\250\"\250A\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\t\n\360\010\000\r$\2401\240C\240s\250!\2502\250Q\250c\260\024\260Q\260b\270\001\270\023\270D\300\001\300\024\300Q\300d\310!\3106\320QR\320RU\320UY\320YZ\320Z_\320_`\320`c\320cg\320gh\320hi\320ij\320jm\320mn\200\001\360\006\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004#\2401\330\004$\240A\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\007\200v\210W\220A\330""\010\016\210a\210y\230\005\230V\2401\240D\250\005\250V\2601\260D\270\003\2701\330\004\007\200w\210g\220Q\330\010\016\210a\210z\230\026\230v\240Q\240d\250&\260\006\260a\260t\2703\270a\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\004\007\200v\210W\220A\330\010\022\220!\2205\230\001\230\023\230A\330\004\007\200w\210g\220Q\330\010\023\2201\220F\230!\2303\230a\330\t\n\340\014$\240A\240S\250\003\2501\250E\260\021\260#\260T\270\021\270&\300\001\300\023\300D\310\t\320QR\330%&\240e\2501\250C\250t\2601\260D\270\001\270\023\270D\300\001\300\024\300Q\300c\310\021\200\001\360\006\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004#\2401\330\004$\240A\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\007\200v\210W\220A\330\010\016\210a\210y\230\005\230V\2401\240D\250\005\250V\2601\260D\270\003\2701\330\004\007\200w\210g\220Q\330\010\016\210a\210z\230\026\230v\240Q\240d\250&\260\006\260a\260t\2703\270a\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\004\007\200v\210W\220A\330\010\022\220!\2205\230\001\230\023\230A\330\004\007\200w\210g\220Q\330\010\023\2201\220F\230!\2303\230a\330\t\n\360\n\000\r%\240A\240S\250\003\2501\250E\260\021\260#\260T\270\021\270&\300\001\300\023\300D\310\t\320QR\330%&\240e\2501\250C\250t\2601\260D\270\001\270\023\270D\300\001\300\024\300Q\300c\310\021";
+    #else /* compression: none (3747 bytes) */
+static const char bytes[] = " at 0x must be ( object>)), got (, .: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisabledropout probability must be in [0, 1), got enablegcisenabledno default __reduce__ due to non-trivial __cinit__train/_gru.pyxunable to allocate array data.unable to allocate shape and strides.x, mask and y must have one length, got |ASCIIBEllipsisHSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesb_hhbackward_stepbackward_step[const double[:, ::1],const double[:, ::1],const double[:, ::1],const double[:, ::1],double[:, ::1],double[:, ::1],double[:, ::1]]backward_step[const float[:, ::1],const float[:, ::1],const float[:, ::1],const float[:, ::1],float[:, ::1],float[:, ::1],float[:, ::1]]baseccarrychargen.train._grucline_in_tracebackcountd_ghd_gid_outd_out_pdefaultsdh_recdh_rec_pdoubledropout_applydropout_apply[const double[::1],double[::1]]dropout_apply[const float[::1],float[::1]]dropout_maskdtypedtype_is_objectencodeenumerateerrorflagsfloatformatfortranforward_stepforward_step[const double[:, ::1],const double[:, ::1],const double[::1],const double[:, ::1],double[:, ::1],double[:, ::1]]forward_step[const float[:, ::1],const float[:, ::1],const float[::1],const float[:, ::1],float[:, ::1],float[:, ::1]]""gatesgetghgihh_previdindexitemsitemsizekindkwargsmaskmemviewmodennamendimnumpyobjppackpopregisterscaleseedsetdefaultshapesignaturessizestartstepstopstructunpackupdatevaluesxyO\200\001\330\004\007\200t\2104\210s\220$\220a\330\010\016\210j\230\001\320\031F\300a\300q\330\t\n\330\010\034\230A\230T\240\026\240q\250\004\250C\250v\260Q\260d\270!\2706\300\024\300V\3101\310H\320TU\200\001\330\004\030\230\001\230\026\230q\240\001\330\004\007\200t\2106\220\021\220#\220S\230\002\230#\230Q\230f\240A\240S\250\003\2501\330\010\016\210j\230\001\320\031C\3001\300D\310\001\310\024\310V\320ST\320TY\320YZ\320Z[\320[a\320ab\320bc\330\004\007\200r\210\023\210A\330\010\t\330\t\n\340\014%\240Q\240c\250\021\250!\2501\250D\260\001\260\024\260Q\260d\270\047\300\027\310\001\310\021\310!\3101\200\001\330\004\030\230\001\230\026\230q\240\001\330\004\007\200t\2106\220\021\220#\220S\230\002\230#\230Q\230f\240A\240S\250\003\2501\330\010\016\210j\230\001\320\031C\3001\300D\310\001\310\024\310V\320ST\320TY\320YZ\320Z[\320[a\320ab\320bc\330\004\007\200r\210\023\210A\330\010\t\330\t\n\360\010\000\r&\240Q\240c\250\021\250!\2501\250D\260\001\260\024\260Q\260d\270\047\300\021\300!\3001\300A\200\001\340\004\030\230\001\230\026\230q\240\010\250\001\250\026\250q\260\001\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2108\2203\220d\230&\240\001\240\024\240S\250\002\250\"\250A\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\t\n\340\014#\2401\240C\240s\250!\2502\250Q\250c\260\024\260Q\260b\270\001\270\023\270D\300\001\300\024\300Q\300d\310!\3106\320QR\320RU\320UY\320YZ\320Z_\320_`\320`c\320cg\320gh\320hi\320ij\320jm\320mn\200\001\340\004\030\230\001\230\026\230q\240\010\250\001""\250\026\250q\260\001\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2106\220\022\2206\230\021\230$\230b\240\006\240a\240t\2503\250b\260\002\260!\330\004\n\210!\2108\2203\220d\230&\240\001\240\024\240S\250\002\250\"\250A\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\t\n\360\010\000\r$\2401\240C\240s\250!\2502\250Q\250c\260\024\260Q\260b\270\001\270\023\270D\300\001\300\024\300Q\300d\310!\3106\320QR\320RU\320UY\320YZ\320Z_\320_`\320`c\320cg\320gh\320hi\320ij\320jm\320mn\200\001\360\006\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004#\2401\330\004$\240A\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\n\210!\210:\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\007\200v\210W\220A\330\010\016\210a\210y\230\005\230V\2401\240D\250\005\250V\2601\260D\270\003\2701\330\004\007\200w\210g\220Q\330\010\016\210a\210z\230\026\230v\240Q\240d\250&\260\006\260a\260t\2703\270a\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\004\007\200v\210W\220A\330\010\022\220!\2205\230\001\230\023\230A\330\004\007\200w\210g\220Q\330\010\023\2201\220F\230!\2303\230a\330\t\n\340\014$\240A\240S\250\003\2501\250E\260\021\260#\260T\270\021\270&\300\001\300\023\300D\310\t\320QR\330%&\240e\2501\250C\250t\2601\260D\270\001\270\023\270D\300\001\300\024\300Q\300c\310\021\200\001\360\006\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004#\2401\330\004$\240A\330\004\n\210!\2109\220E\230\026\230q\240\004\240E\250\026\250q\260\004\260C\260r\270\022\2701\330\004\n\210!\210:""\220V\2306\240\021\240$\240f\250F\260!\2604\260s\270!\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\n\210!\2108\2204\220v\230Q\230d\240$\240f\250A\250T\260\023\260B\260b\270\001\330\004\007\200v\210W\220A\330\010\016\210a\210y\230\005\230V\2401\240D\250\005\250V\2601\260D\270\003\2701\330\004\007\200w\210g\220Q\330\010\016\210a\210z\230\026\230v\240Q\240d\250&\260\006\260a\260t\2703\270a\330\004\007\200r\210\023\210B\210c\220\022\2203\220a\330\010\t\330\004\007\200v\210W\220A\330\010\022\220!\2205\230\001\230\023\230A\330\004\007\200w\210g\220Q\330\010\023\2201\220F\230!\2303\230a\330\t\n\360\n\000\r%\240A\240S\250\003\2501\250E\260\021\260#\260T\270\021\270&\300\001\300\023\300D\310\t\320QR\330%&\240e\2501\250C\250t\2601\260D\270\001\270\023\270D\300\001\300\024\300Q\300c\310\021";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 133; i++) {
+    for (int i = 0; i < 145; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 33) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 35) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -24101,8 +26251,8 @@ static const char bytes[] = " at 0x must be ( object>)), got (, .: <MemoryView o
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 133; i < 138; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-133].length;
+    for (int i = 145; i < 153; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-145].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -24112,15 +26262,15 @@ static const char bytes[] = " at 0x must be ( object>)), got (, .: <MemoryView o
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 138; i++) {
+    for (Py_ssize_t i = 0; i < 153; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 133;
-      for (Py_ssize_t i=0; i<5; ++i) {
+      PyObject **table = stringtab + 145;
+      for (Py_ssize_t i=0; i<8; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -24187,7 +26337,7 @@ typedef struct {
     unsigned int num_kwonly_args : 1;
     unsigned int nlocals : 4;
     unsigned int flags : 10;
-    unsigned int first_line : 6;
+    unsigned int first_line : 7;
 } __Pyx_PyCode_New_function_description;
 #ifdef __cplusplus
 } /* anonymous namespace */
@@ -24207,34 +26357,54 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 37};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 43};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gi, __pyx_mstate->__pyx_n_u_gh, __pyx_mstate->__pyx_n_u_b_hh, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_forward_step_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 37};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 43};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gi, __pyx_mstate->__pyx_n_u_gh, __pyx_mstate->__pyx_n_u_b_hh, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_forward_step_const_double_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S_2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 37};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 43};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gi, __pyx_mstate->__pyx_n_u_gh, __pyx_mstate->__pyx_n_u_b_hh, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_H};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_forward_step_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_q_q_6_6_b_at3b_6_6_b_at3b_83d_S, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 54};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_d_out, __pyx_mstate->__pyx_n_u_dh_rec, __pyx_mstate->__pyx_n_u_carry, __pyx_mstate->__pyx_n_u_d_gi, __pyx_mstate->__pyx_n_u_d_gh};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_backward_step_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 54};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_d_out, __pyx_mstate->__pyx_n_u_dh_rec, __pyx_mstate->__pyx_n_u_carry, __pyx_mstate->__pyx_n_u_d_gi, __pyx_mstate->__pyx_n_u_d_gh};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_backward_step_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF_2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 54};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_gates, __pyx_mstate->__pyx_n_u_h_prev, __pyx_mstate->__pyx_n_u_d_out, __pyx_mstate->__pyx_n_u_dh_rec, __pyx_mstate->__pyx_n_u_carry, __pyx_mstate->__pyx_n_u_d_gi, __pyx_mstate->__pyx_n_u_d_gh, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_H, __pyx_mstate->__pyx_n_u_d_out_p, __pyx_mstate->__pyx_n_u_dh_rec_p};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_backward_step_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_1_A_9E_q_E_q_Cr_1_V6_fF, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 89};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_mask, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_seed};
+    __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_dropout_mask, __pyx_mstate->__pyx_kp_b_iso88591_t4s_a_j_Faq_AT_q_CvQd_6_V1HTU, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 96};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mask, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_y};
+    __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_dropout_apply_const_float_1_floa, __pyx_mstate->__pyx_kp_b_iso88591_q_t6_S_QfAS_1_j_C1D_VSTTYYZZ_aa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 96};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mask, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_y};
+    __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_dropout_apply_const_double_1_dou, __pyx_mstate->__pyx_kp_b_iso88591_q_t6_S_QfAS_1_j_C1D_VSTTYYZZ_aa_2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 96};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mask, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_y, __pyx_mstate->__pyx_n_u_n};
+    __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_train__gru_pyx, __pyx_mstate->__pyx_n_u_dropout_apply_const_float_1_floa, __pyx_mstate->__pyx_kp_b_iso88591_q_t6_S_QfAS_1_j_C1D_VSTTYYZZ_aa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -27737,6 +29907,17 @@ static PyObject *__Pyx_PyDict_GetItem(PyObject *d, PyObject* key) {
 }
 #endif
 
+/* CDoubleToPyUnicode */
+static CYTHON_INLINE PyObject* __Pyx_PyUnicode_FromDouble(double value, char format_char, int precision) {
+    PyObject *result;
+    const int flags = (format_char == 'r') ? Py_DTSF_ADD_DOT_0 : 0;
+    char *buffer = PyOS_double_to_string(value, format_char, precision, flags, NULL);
+    if (unlikely(!buffer)) return NULL;
+    result = PyUnicode_FromString(buffer);
+    PyMem_Free(buffer);
+    return result;
+}
+
 /* AllocateExtensionType */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final) {
     if (is_final || likely(!__Pyx_PyType_HasFeature(t, Py_TPFLAGS_IS_ABSTRACT))) {
@@ -30342,6 +32523,25 @@ static PyTypeObject *__Pyx_Get_FusedFunction_Type(void) {
     return tp;
 }
 
+/* CythonFunction */
+static PyObject *__Pyx_CyFunction_New(PyMethodDef *ml, int flags, PyObject* qualname,
+                                      PyObject *closure, PyObject *module, PyObject* globals, PyObject* code) {
+    (void)&__Pyx_Get_CyFunction_Type;
+    PyObject *op = __Pyx_CyFunction_Init(
+        PyObject_GC_New(PyObject, __pyx_mstate_global->__pyx_CyFunctionType),
+        ml, flags, qualname, closure, module, globals, code
+    );
+    if (likely(op)) {
+        PyObject_GC_Track(op);
+    }
+    return op;
+}
+static PyTypeObject *__Pyx_Get_CyFunction_Type(void) {
+    PyTypeObject *tp = __pyx_mstate_global->__pyx_CyFunctionType;
+    Py_INCREF((PyObject*)tp);
+    return tp;
+}
+
 /* CLineInTraceback (used by AddTraceback) */
 #if CYTHON_CLINE_IN_TRACEBACK && CYTHON_CLINE_IN_TRACEBACK_RUNTIME
 #if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030A0000
@@ -31746,29 +33946,6 @@ __pyx_fail:
 }
 
 /* ObjectToMemviewSlice */
-static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(PyObject *obj, int writable_flag) {
-    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
-    __Pyx_BufFmt_StackElem stack[1];
-    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_FOLLOW), (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
-    int retcode;
-    if (obj == Py_None) {
-        result.memview = (struct __pyx_memoryview_obj *) Py_None;
-        return result;
-    }
-    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
-                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 2,
-                                                 &__Pyx_TypeInfo_float, stack,
-                                                 &result, obj);
-    if (unlikely(retcode == -1))
-        goto __pyx_fail;
-    return result;
-__pyx_fail:
-    result.memview = NULL;
-    result.data = NULL;
-    return result;
-}
-
-/* ObjectToMemviewSlice */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(PyObject *obj, int writable_flag) {
     __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
     __Pyx_BufFmt_StackElem stack[1];
@@ -31792,6 +33969,29 @@ __pyx_fail:
 }
 
 /* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_float(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_FOLLOW), (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 2,
+                                                 &__Pyx_TypeInfo_float, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(PyObject *obj, int writable_flag) {
     __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
     __Pyx_BufFmt_StackElem stack[1];
@@ -31803,6 +34003,120 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_dc_d
     }
     retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
                                                  (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 2,
+                                                 &__Pyx_TypeInfo_double, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_nn_uint8_t, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* CIntFromPyVerify */
+#define __PYX_VERIFY_RETURN_INT(target_type, func_type, func_value)\
+    __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, 0)
+#define __PYX_VERIFY_RETURN_INT_EXC(target_type, func_type, func_value)\
+    __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, 1)
+#define __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, exc)\
+    {\
+        func_type value = func_value;\
+        if (sizeof(target_type) < sizeof(func_type)) {\
+            if (unlikely(value != (func_type) (target_type) value)) {\
+                func_type zero = 0;\
+                if (exc && unlikely(value == (func_type)-1 && PyErr_Occurred()))\
+                    return (target_type) -1;\
+                if (is_unsigned && unlikely(value < zero))\
+                    goto raise_neg_overflow;\
+                else\
+                    goto raise_overflow;\
+            }\
+        }\
+        return (target_type) value;\
+    }
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t__const__(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_nn_uint8_t__const__, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_float(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_float, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_CONTIG) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
+                                                 (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 1,
                                                  &__Pyx_TypeInfo_double, stack,
                                                  &result, obj);
     if (unlikely(retcode == -1))
@@ -31938,6 +34252,307 @@ static CYTHON_INLINE PyObject* __Pyx_ImportNumPyArrayTypeIfAvailable(void) {
     PyObject *result = __Pyx__ImportNumPyArrayTypeIfAvailable();
     Py_XINCREF(result);
     return result;
+}
+
+/* CIntFromPy */
+static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x);
+static uint64_t __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t(void) {
+    const char* type_name = "uint64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "can't convert negative value to %.200s", type_name);
+    return (uint64_t) -1;
+}
+static uint64_t __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t(void) {
+    const char* type_name = "uint64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "value too large to convert to %.200s", type_name);
+    return (uint64_t) -1;
+}
+static CYTHON_INLINE uint64_t __Pyx_PyULong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    const int is_unsigned = 1;
+#if CYTHON_USE_PYLONG_INTERNALS
+    {
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
+    if (unlikely(Py_SIZE(x) < 0)) {
+        goto raise_neg_overflow;
+    }
+#else
+    {
+        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
+        if (unlikely(result < 0))
+            return (uint64_t) -1;
+        if (unlikely(result == 1))
+            goto raise_neg_overflow;
+    }
+#endif
+    if ((sizeof(uint64_t) <= sizeof(unsigned long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned long, PyLong_AsUnsignedLong(x))
+    } else if ((sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static CYTHON_INLINE uint64_t __Pyx_PySLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    const int is_unsigned = 0;
+#if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsNeg(x)) {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        {}
+    } else {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#endif
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    if ((sizeof(uint64_t) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, int, PyLong_AsInt(x))
+    } else
+    #endif
+    if ((sizeof(uint64_t) <= sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, long, PyLong_AsLong(x))
+    } else if ((sizeof(uint64_t) <= sizeof(PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, PY_LONG_LONG, PyLong_AsLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    uint64_t val;
+    int ret = -1;
+#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
+    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
+        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
+    if (unlikely(bytes_copied == -1)) {
+    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
+        goto raise_overflow;
+    } else {
+        ret = 0;
+    }
+#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
+    int one = 1; int is_little = (int)*(unsigned char *)&one;
+    unsigned char *bytes = (unsigned char *)&val;
+    ret = _PyLong_AsByteArray((PyLongObject *)x,
+                                bytes, sizeof(val),
+                                is_little, !is_unsigned);
+    if ((0)) goto raise_overflow;
+#else
+    PyObject *v;
+    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
+    int bits, remaining_bits, is_negative = 0;
+    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
+    if (likely(PyLong_CheckExact(x))) {
+        v = __Pyx_NewRef(x);
+    } else {
+        v = PyNumber_Long(x);
+        if (unlikely(!v)) return (uint64_t) -1;
+        assert(PyLong_CheckExact(v));
+    }
+    {
+        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
+        if (unlikely(result < 0)) {
+            Py_DECREF(v);
+            return (uint64_t) -1;
+        }
+        is_negative = result == 1;
+    }
+    if (is_unsigned && unlikely(is_negative)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_OverflowError,
+            "can't convert negative value to uint64_t");
+        return (uint64_t) -1;
+    } else if (is_negative) {
+        stepval = PyNumber_Invert(v);
+        Py_DECREF(v);
+        if (unlikely(!stepval))
+            return (uint64_t) -1;
+    } else {
+        stepval = v;
+    }
+    v = NULL;
+    val = (uint64_t) 0;
+    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
+    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
+    for (bits = 0; bits < (int) sizeof(uint64_t) * 8 - chunk_size; bits += chunk_size) {
+        PyObject *tmp, *digit;
+        long idigit;
+        digit = PyNumber_And(stepval, mask);
+        if (unlikely(!digit)) goto done;
+        idigit = PyLong_AsLong(digit);
+        Py_DECREF(digit);
+        if (unlikely(idigit < 0)) goto done;
+        val |= ((uint64_t) idigit) << bits;
+        tmp = PyNumber_Rshift(stepval, shift);
+        if (unlikely(!tmp)) goto done;
+        Py_DECREF(stepval); stepval = tmp;
+    }
+    Py_DECREF(shift); shift = NULL;
+    Py_DECREF(mask); mask = NULL;
+    {
+        long idigit = PyLong_AsLong(stepval);
+        if (unlikely(idigit < 0)) goto done;
+        remaining_bits = ((int) sizeof(uint64_t) * 8) - bits - (is_unsigned ? 0 : 1);
+        if (unlikely(idigit >= (1L << remaining_bits)))
+            goto raise_overflow;
+        val |= ((uint64_t) idigit) << bits;
+    }
+    if (!is_unsigned) {
+        if (unlikely(val & (((uint64_t) 1) << (sizeof(uint64_t) * 8 - 1))))
+            goto raise_overflow;
+        if (is_negative)
+            val = ~val;
+    }
+    ret = 0;
+done:
+    Py_XDECREF(shift);
+    Py_XDECREF(mask);
+    Py_XDECREF(stepval);
+#endif
+    if (unlikely(ret))
+        return (uint64_t) -1;
+    return val;
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static CYTHON_INLINE uint64_t __Pyx_PyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
+            goto raise_neg_overflow;
+        } else if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
+        } else
+        #endif
+        {
+            return __Pyx_PyULong___Pyx_PyLong_As_uint64_t(x);
+        }
+    } else {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
+        } else
+        #endif
+        {
+            return __Pyx_PySLong___Pyx_PyLong_As_uint64_t(x);
+        }
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+#endif
+}
+static uint64_t __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    uint64_t val;
+    PyObject *tmp = __Pyx_PyNumber_Long(x);
+    if (!tmp) return (uint64_t) -1;
+    val = __Pyx_PyLong_As_uint64_t(tmp);
+    Py_DECREF(tmp);
+    return val;
+}
+static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *x) {
+    if (likely(PyLong_Check(x))) {
+        return __Pyx_PyLong___Pyx_PyLong_As_uint64_t(x);
+    } else {
+        return __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(x);
+    }
 }
 
 /* PyObjectVectorcallKwds (used by PyObjectVectorcallMethodKwds) */
@@ -32160,28 +34775,6 @@ static int __Pyx_CheckUnpickleChecksum(long checksum, long checksum1, long check
     __Pyx_RaiseUnpickleChecksumError(checksum, checksum1, checksum2, checksum3, members);
     return -1;
 }
-
-/* CIntFromPyVerify (used by CIntFromPy) */
-#define __PYX_VERIFY_RETURN_INT(target_type, func_type, func_value)\
-    __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, 0)
-#define __PYX_VERIFY_RETURN_INT_EXC(target_type, func_type, func_value)\
-    __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, 1)
-#define __PYX__VERIFY_RETURN_INT(target_type, func_type, func_value, exc)\
-    {\
-        func_type value = func_value;\
-        if (sizeof(target_type) < sizeof(func_type)) {\
-            if (unlikely(value != (func_type) (target_type) value)) {\
-                func_type zero = 0;\
-                if (exc && unlikely(value == (func_type)-1 && PyErr_Occurred()))\
-                    return (target_type) -1;\
-                if (is_unsigned && unlikely(value < zero))\
-                    goto raise_neg_overflow;\
-                else\
-                    goto raise_overflow;\
-            }\
-        }\
-        return (target_type) value;\
-    }
 
 /* CIntFromPy */
 static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x);

@@ -5,6 +5,8 @@ arithmetic, forward and backward, in one pass each.
 
     forward_step(gi, gh, b_hh, h_prev, gates, h)
     backward_step(gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh)
+    dropout_mask(mask, p, seed)          mask: uint8, 1 = keep, a function of (seed, index)
+    dropout_apply(x, mask, scale, y)     y = x * mask * scale, 1-D arrays
 
 Arguments are C-contiguous float32 or float64 arrays (all of one dtype) with
 the shapes of csrc/gru_train.h: gi, gh, d_gi, d_gh (B, 3H); gates (B, 4H);
@@ -13,6 +15,7 @@ written in place; nothing is allocated.
 """
 
 from cython cimport floating
+from libc.stdint cimport uint8_t, uint64_t
 
 
 cdef extern from "gru_train.h" nogil:
@@ -26,6 +29,9 @@ cdef extern from "gru_train.h" nogil:
     void chargen_gru_backward_f64(size_t B, size_t H, const double *gates, const double *h_prev,
                                   const double *d_out, const double *dh_rec, double *carry,
                                   double *d_gi, double *d_gh)
+    void chargen_dropout_mask(size_t n, double p, uint64_t seed, uint8_t *mask)
+    void chargen_dropout_apply_f32(size_t n, const float *x, const uint8_t *mask, float scale, float *y)
+    void chargen_dropout_apply_f64(size_t n, const double *x, const uint8_t *mask, double scale, double *y)
 
 
 cdef int _check(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t B, Py_ssize_t width) except -1:
@@ -78,3 +84,23 @@ def backward_step(const floating[:, ::1] gates, const floating[:, ::1] h_prev,
         else:
             chargen_gru_backward_f64(B, H, &gates[0, 0], &h_prev[0, 0], d_out_p, dh_rec_p,
                                      &carry[0, 0], &d_gi[0, 0], &d_gh[0, 0])
+
+
+def dropout_mask(uint8_t[::1] mask, double p, uint64_t seed):
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    with nogil:
+        chargen_dropout_mask(mask.shape[0], p, seed, &mask[0] if mask.shape[0] else NULL)
+
+
+def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, double scale, floating[::1] y):
+    cdef Py_ssize_t n = x.shape[0]
+    if mask.shape[0] != n or y.shape[0] != n:
+        raise ValueError(f"x, mask and y must have one length, got {n}, {mask.shape[0]}, {y.shape[0]}")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            chargen_dropout_apply_f32(n, &x[0], &mask[0], <float>scale, &y[0])
+        else:
+            chargen_dropout_apply_f64(n, &x[0], &mask[0], scale, &y[0])

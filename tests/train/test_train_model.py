@@ -148,3 +148,26 @@ def test_weight_drop_is_the_same_on_both_paths_and_off_in_eval():
     e1, _ = model.loss(tokens, targets)
     e2, _ = model.loss(tokens, targets)
     assert torch.equal(e1, e2)
+
+
+def test_cpu_dropout_kernel():
+    from chargen.train.model import Scratch, _Dropout
+
+    x = torch.randn(200, 64, 33, dtype=torch.double, requires_grad=True)
+    torch.manual_seed(3)
+    y = _Dropout.apply(x, 0.3, Scratch(), "t.")
+    kept = y != 0
+    assert abs(kept.double().mean().item() - 0.7) < 0.01
+    assert torch.allclose(y[kept], x[kept] / 0.7)
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(g != 0, kept) and torch.allclose(g[kept], torch.full_like(g[kept], 1 / 0.7))
+    torch.manual_seed(3)
+    assert torch.equal(_Dropout.apply(x, 0.3, None, ""), y)  # the mask follows torch's seed
+    assert not torch.equal(_Dropout.apply(x, 0.3, None, ""), y)
+    small = torch.randn(5, 4, dtype=torch.double, requires_grad=True)
+
+    def fixed_mask(t):
+        torch.manual_seed(4)
+        return _Dropout.apply(t, 0.5, None, "")
+
+    assert torch.autograd.gradcheck(fixed_mask, (small,))
