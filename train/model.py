@@ -5,9 +5,12 @@ model: 4,021,569 parameters for tiny-shakespeare's 65 symbols. The weights are
 nn.GRU's (gate order r, z, n; ONNX linear_before_reset=1), so the model loads
 into torch, cuDNN and the ONNX step graph alike.
 
-On CPU the recurrence runs through `FusedGRU`, a hand-written forward/backward
-that keeps torch's autograd out of the time loop and turns the weight gradient
-into one large GEMM instead of T small ones; on CUDA it runs cuDNN's nn.GRU.
+On CPU, training runs through hand-written pieces: `FusedGRU`, a forward/
+backward that keeps torch's autograd out of the time loop, calls one C kernel
+per step for the gate arithmetic (csrc/gru_train.c) and turns the weight
+gradient into one large GEMM instead of T small ones; dropout through a C
+kernel; the big GEMMs through numpy's multi-threaded BLAS; and the large
+arrays reused from step to step (`Scratch`). On CUDA it runs cuDNN's nn.GRU.
 """
 
 from __future__ import annotations
