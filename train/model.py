@@ -90,29 +90,6 @@ class _Gather(torch.autograd.Function):
         return d_table.index_add_(0, tokens.reshape(-1), d_gi.reshape(-1, d_gi.shape[-1])), None, None
 
 
-class _Linear(torch.autograd.Function):
-    """F.linear on CPU through numpy's BLAS: training runs torch on one thread
-    (its pool would spin against OpenBLAS), which left the big non-recurrent
-    GEMMs (the head, deeper layers' input projections) on one core."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        x_ = x.detach().contiguous().numpy().reshape(-1, x.shape[-1])  # x_: (N, in)
-        w_ = weight.detach().contiguous().numpy()  # w_: (out, in)
-        y = np.matmul(x_, w_.T)  # y: (N, out)
-        y += bias.detach().numpy()
-        ctx.save_for_backward(x, weight)
-        return torch.from_numpy(y).view(*x.shape[:-1], w_.shape[0])
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
-        x_ = x.contiguous().numpy().reshape(-1, x.shape[-1])
-        dy_ = dy.contiguous().numpy().reshape(-1, dy.shape[-1])  # dy_: (N, out)
-        dx = np.matmul(dy_, weight.contiguous().numpy())  # dx: (N, in)
-        return torch.from_numpy(dx).view(x.shape), torch.from_numpy(np.matmul(dy_.T, x_)), torch.from_numpy(dy_.sum(0))
-
-
 class _Dropout(torch.autograd.Function):
     """Dropout on CPU through the C kernel (csrc/gru_train.c).
 
@@ -235,7 +212,7 @@ class CharGRU(nn.Module):
                     x, h = torch.func.functional_call(self.rnn, dropped, (x, h))  # x: (T, B, H)
             else:
                 x, h = self.rnn(x, h)  # x: (T, B, H)
-        logits = self.linear(self.dropout(x, self.config.dropout, "out."), self.head.weight, self.head.bias)  # logits: (T, B, V)
+        logits = self.head(self.dropout(x, self.config.dropout, "out."))  # logits: (T, B, V)
         return logits, h
 
     def _fused_rnn(self, tokens, x, h):
@@ -253,7 +230,7 @@ class CharGRU(nn.Module):
                 table = F.linear(self.embedding.weight, w_ih, b_ih)  # table: (V, 3H)
                 gi = _Gather.apply(table, tokens, self.scratch)  # gi: (T, B, 3H)
             else:
-                gi = self.linear(x, w_ih, b_ih)  # gi: (T, B, 3H), one GEMM for all steps
+                gi = F.linear(x, w_ih, b_ih)  # gi: (T, B, 3H), one GEMM for all steps
             x, h_last = FusedGRU.apply(gi, h[layer], w_hh, b_hh, self.scratch, f"l{layer}.")
             h_out.append(h_last)
         return x, torch.stack(h_out)  # h: (L, B, H)
@@ -262,12 +239,6 @@ class CharGRU(nn.Module):
         """W_hh of a layer; in training, with weight drop, a masked copy (the same mask for every time step)."""
         w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
         return self.dropout(w_hh, self.config.weight_drop, f"l{layer}.w_hh.")
-
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """F.linear; in CPU training through numpy's multi-threaded BLAS."""
-        if self.training and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled():
-            return _Linear.apply(x, weight, bias)
-        return F.linear(x, weight, bias)
 
     def dropout(self, x: torch.Tensor, p: float, name: str) -> torch.Tensor:
         """Dropout in training; on CPU through the C kernel, elsewhere torch's."""
