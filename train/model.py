@@ -9,8 +9,7 @@ On CPU, training runs through hand-written pieces: `FusedGRU`, a forward/
 backward that keeps torch's autograd out of the time loop, calls one C kernel
 per step for the gate arithmetic (csrc/gru_train.c) and turns the weight
 gradient into one large GEMM instead of T small ones; dropout through a C
-kernel; the big GEMMs through numpy's multi-threaded BLAS; and the large
-arrays reused from step to step (`Scratch`). On CUDA it runs cuDNN's nn.GRU.
+kernel; and the large arrays reused from step to step (`Scratch`). On CUDA it runs cuDNN's nn.GRU.
 """
 
 from __future__ import annotations
