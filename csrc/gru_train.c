@@ -6,16 +6,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* x86 with GCC or clang: the float kernels also get an AVX2+FMA build, used
- * when the CPU has both (as csrc/sampler.c does for its vector loops). */
-#if (defined(__GNUC__) || defined(__clang__)) && \
-    (defined(__x86_64__) || defined(__i386__)) && !defined(CHARGEN_NO_AVX2)
-#define CHARGEN_AVX2 1
-#define INLINE inline __attribute__((always_inline))
-#else
-#define CHARGEN_AVX2 0
-#define INLINE inline
-#endif
+/* x86: the float kernels also get an AVX2+FMA build, used when the CPU has
+ * both (csrc/simd.h). */
+#include "simd.h"
 
 /* min(max(t, lo), hi) by selects on the bits: a float ?: is control flow
  * under the default -ftrapping-math, and would stop the vectoriser. */

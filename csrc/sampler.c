@@ -15,17 +15,10 @@
 #include <math.h> /* INFINITY only: no libm function is called */
 #include <string.h>
 
-/* x86 with GCC or clang: the two vector loops also get an AVX2 build, used
- * when the CPU has it.  Same operations lane by lane (and never FMA), so the
+/* x86: the two vector loops also get an AVX2 build, used when the CPU has it
+ * (csrc/simd.h).  Same operations lane by lane (and never FMA), so the
  * results are the same bits as the baseline SSE2 / scalar code. */
-#if (defined(__GNUC__) || defined(__clang__)) && \
-    (defined(__x86_64__) || defined(__i386__)) && !defined(CHARGEN_NO_AVX2)
-#define CHARGEN_AVX2 1
-#define INLINE inline __attribute__((always_inline))
-#else
-#define CHARGEN_AVX2 0
-#define INLINE inline
-#endif
+#include "simd.h"
 
 /* ------------------------------------------------------------------ RNG */
 
