@@ -188,7 +188,11 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
         device = torch.device("cuda", ddp.local_rank)
     console = console or Console(stderr=False, highlight=False, quiet=not ddp.is_main)
     try:
-        return _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console)
+        result = _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console)
+        # every rank done with its collectives before any tears the group down (without this,
+        # gloo aborted a rank at exit about one run in six: "terminate called without an active exception")
+        ddp.barrier()
+        return result
     except torch.distributed.DistError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrainingError(f"rank {ddp.rank}: lost contact with the other ranks ({reason}); "
