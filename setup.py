@@ -12,8 +12,7 @@ sampler = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
-# The training kernels (FusedGRU's gate arithmetic). Without them training
-# falls back to torch's element-wise ops, slower but the same model.
+# The training kernels: FusedGRU's gate arithmetic and CPU dropout.
 gru = Extension(
     "chargen.train._gru",
     sources=["train/_gru.pyx", "csrc/gru_train.c"],

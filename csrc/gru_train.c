@@ -9,6 +9,7 @@
 /* x86: the float kernels also get an AVX2+FMA build, used when the CPU has
  * both (csrc/simd.h). */
 #include "simd.h"
+#include "exp2f_poly.h"
 
 /* min(max(t, lo), hi) by selects on the bits: a float ?: is control flow
  * under the default -ftrapping-math, and would stop the vectoriser. */
@@ -25,25 +26,8 @@ static INLINE float clamp_f32(float t, float lo, float hi) {
 }
 
 /* 2^t for t clamped to [-126, 126], where every caller's result has
- * saturated: Cephes exp2f, a degree-6 polynomial on [-1/2, 1/2] times 2^k set
- * through the exponent bits.  Branch-free, so that the loops vectorise. */
-static INLINE float exp2_clamped(float t) {
-    float k, f, y, scale;
-    uint32_t bits;
-    t = clamp_f32(t, -126.0f, 126.0f);
-    k = (t + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
-    f = t - k;
-    y = 1.535336188319500e-4f;
-    y = y * f + 1.339887440266574e-3f;
-    y = y * f + 9.618437357674640e-3f;
-    y = y * f + 5.550332471162809e-2f;
-    y = y * f + 2.402264791363012e-1f;
-    y = y * f + 6.931472028550421e-1f;
-    y = y * f + 1.0f;
-    bits = (uint32_t)((int32_t)k + 127) << 23;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
+ * saturated. */
+static INLINE float exp2_clamped(float t) { return chargen_exp2f_poly(clamp_f32(t, -126.0f, 126.0f)); }
 
 #define LOG2E_F 1.44269504088896341f
 

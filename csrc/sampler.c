@@ -19,6 +19,7 @@
  * (csrc/simd.h).  Same operations lane by lane (and never FMA), so the
  * results are the same bits as the baseline SSE2 / scalar code. */
 #include "simd.h"
+#include "exp2f_poly.h"
 
 /* ------------------------------------------------------------------ RNG */
 
@@ -178,11 +179,10 @@ static int first_equal(const float *x, int V, float m) {
 }
 
 /* p[i] = 2^((x[i] - m) * c) with c = log2(e) / temperature: the weight,
- * exactly 0 below 2^-124 (and for -inf), exactly 1 at x[i] == m.  Cephes
- * exp2f: round to the nearest integer k, 2^f for f in [-1/2, 1/2] by a
- * degree-6 polynomial (relative error < 2e-7), times 2^k through the
- * exponent bits.  Only + - * and int conversions (bit-identical everywhere),
- * branch-free so that it vectorises under the default -ftrapping-math. */
+ * exactly 0 below 2^-124 (and for -inf), exactly 1 at x[i] == m, by
+ * chargen_exp2f_poly (csrc/exp2f_poly.h).  Only + - * and int conversions
+ * (bit-identical everywhere), branch-free so that it vectorises under the
+ * default -ftrapping-math. */
 static INLINE void exp_body(const float *restrict x, int V, float m,
                             float c, float *restrict p) {
     const float lo = -124.0f;
@@ -193,23 +193,12 @@ static INLINE void exp_body(const float *restrict x, int V, float m,
         const float t = (x[i] - m) * c; /* <= 0, or -inf */
         /* keep = all ones if t >= -124; selects done on the bits */
         const uint32_t keep = 0u - (uint32_t)(t >= lo);
-        float tc, kf, f, y, scale, v;
+        float tc, v;
         uint32_t bits;
         memcpy(&bits, &t, sizeof bits);
         bits = (bits & keep) | (lo_bits & ~keep); /* max(t, -124) */
         memcpy(&tc, &bits, sizeof tc);
-        kf = (tc + 12582912.0f) - 12582912.0f; /* round: 1.5 * 2^23 */
-        f = tc - kf;                           /* exact, |f| <= 1/2 */
-        y = 1.535336188319500e-4f;
-        y = y * f + 1.339887440266574e-3f;
-        y = y * f + 9.618437357674640e-3f;
-        y = y * f + 5.550332471162809e-2f;
-        y = y * f + 2.402264791363012e-1f;
-        y = y * f + 6.931472028550421e-1f;
-        y = y * f + 1.0f;
-        bits = (uint32_t)((int32_t)kf + 127) << 23; /* 2^k, k in [-124, 0] */
-        memcpy(&scale, &bits, sizeof scale);
-        v = y * scale;
+        v = chargen_exp2f_poly(tc); /* k in [-124, 0] */
         memcpy(&bits, &v, sizeof bits);
         bits &= keep;
         memcpy(&p[i], &bits, sizeof bits);
