@@ -62,6 +62,8 @@ def train(
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay. [0.0]")] = None,
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this. [5.0]")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="The last fraction of the text that validates. [0.1]")] = None,
+    stateful: Annotated[Optional[bool], typer.Option("--stateful/--no-stateful", help="Truncated BPTT: each sequence of a batch continues the text of the one before, and the hidden state carries over. [off]")] = None,
+    state_reset: Annotated[Optional[float], typer.Option(help="With --stateful: the chance that a sequence starts from a zero state instead. [0.0]")] = None,
     eval_interval: Annotated[Optional[int], typer.Option(help="Evaluate, sample and checkpoint every N steps. [250]")] = None,
     log_interval: Annotated[Optional[int], typer.Option(help="Write a metrics line every N steps. [10]")] = None,
     sample_length: Annotated[Optional[int], typer.Option(help="Characters sampled at each evaluation. [200]")] = None,
@@ -78,6 +80,7 @@ def train(
         embedding_dim=embedding_dim, hidden_size=hidden_size, layers=layers, dropout=dropout, weight_drop=weight_drop,
         lr=lr, min_lr=min_lr, schedule=schedule, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip, val_fraction=val_fraction,
+        stateful=stateful, state_reset=state_reset,
         eval_interval=eval_interval, log_interval=log_interval, sample_length=sample_length,
         seed=seed, device=device,
     )

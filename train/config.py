@@ -22,6 +22,10 @@ class TrainConfig:
     batch_size: int = 64
     seq_len: int = 100
     val_fraction: float = 0.1
+    # truncated BPTT over contiguous text: each of the batch's streams carries its hidden
+    # state from one batch to the next (zeroed with probability state_reset at each)
+    stateful: bool = False
+    state_reset: float = 0.0
     # optimisation
     epochs: int = 10
     max_steps: int | None = None
@@ -51,6 +55,8 @@ class TrainConfig:
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         need(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         need(0.0 <= self.weight_drop < 1.0, f"--weight-drop must be in [0, 1), got {self.weight_drop}")
+        need(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
+        need(self.state_reset == 0.0 or self.stateful, "--state-reset needs --stateful")
         need(0.0 < self.val_fraction < 1.0, f"--val-fraction must be inside (0, 1), got {self.val_fraction}")
         need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}")
         need(0.0 <= self.min_lr <= self.lr, f"--min-lr must be in [0, lr], got {self.min_lr}")

@@ -59,9 +59,13 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
+    def gather(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Every rank's tensor (all the same shape), concatenated along dim in rank order."""
+        if not self.enabled:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=dim)
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():

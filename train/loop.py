@@ -68,30 +68,54 @@ def prepare_out(out: Path) -> None:
 
 
 class Batches:
-    """Non-overlapping windows of seq_len + 1 characters, shuffled once per epoch.
+    """The training batches of an epoch, a pure function of (seed, epoch, index).
 
-    Each epoch starts its windows at a random offset in [0, seq_len), so every
-    character boundary is seen over the epochs, and uses a fixed number of
-    windows (what the largest offset leaves), so every epoch has the same steps.
+    Windowed (the default): non-overlapping windows of seq_len + 1 characters,
+    shuffled once per epoch. Each epoch starts its windows at a random offset in
+    [0, seq_len), so every character boundary is seen over the epochs, and uses a
+    fixed number of windows (what the largest offset leaves), so every epoch has
+    the same steps.
+
+    Stateful: the text (from the epoch's random offset) is cut into batch_size
+    contiguous streams, and step i reads the i-th window of every stream, so the
+    hidden state left by one batch is the right start for the next (truncated
+    BPTT, as char-rnn trains). `keep` says, per stream, whether that state is
+    carried (1) or restarted from zero (0: the first step of an epoch, and with
+    probability state_reset at any step, so the model also learns to start cold).
     """
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int):
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int,
+                 stateful: bool = False, state_reset: float = 0.0):
         self.ids, self.batch_size, self.seq_len, self.seed = ids, batch_size, seq_len, seed
-        self.windows = (len(ids) - seq_len) // seq_len
+        self.stateful, self.state_reset = stateful, state_reset
+        if stateful:
+            self.stream_len = (len(ids) - seq_len - 1) // batch_size  # leaves room for the largest offset
+            self.windows = self.stream_len // seq_len * batch_size
+        else:
+            self.windows = (len(ids) - seq_len) // seq_len
         self.steps_per_epoch = self.windows // batch_size
-        self._epoch, self._starts = None, None
+        self._epoch, self._starts, self._keep = None, None, None
 
     def get(self, epoch: int, index: int):
+        """x, y: (T, B) inputs and targets; keep: (B,) 1.0 where a stream carries its state, or None (windowed)."""
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             offset = int(torch.randint(self.seq_len, (1,), generator=g))
-            order = torch.randperm(self.windows, generator=g)
-            self._starts = offset + self.seq_len * order
+            if self.stateful:
+                self._starts = offset + self.stream_len * torch.arange(self.batch_size)
+                self._keep = (torch.rand(self.steps_per_epoch, self.batch_size, generator=g) >= self.state_reset).float()
+                self._keep[0] = 0.0
+            else:
+                order = torch.randperm(self.windows, generator=g)
+                self._starts = offset + self.seq_len * order
             self._epoch = epoch
-        starts = self._starts[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.stateful:
+            starts, keep = self._starts + index * self.seq_len, self._keep[index]
+        else:
+            starts, keep = self._starts[index * self.batch_size : (index + 1) * self.batch_size], None
         window = starts[None, :] + torch.arange(self.seq_len + 1)[:, None]  # window: (T+1, B)
         chunk = self.ids[window]
-        return chunk[:-1], chunk[1:]  # x, y: (T, B)
+        return chunk[:-1], chunk[1:], keep  # x, y: (T, B)
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -259,7 +283,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         )
     train_ids = torch.tensor(vocab.encode(train_text), dtype=torch.long)
     val_ids = np.array(vocab.encode(val_text), dtype=np.int64)
-    batches = Batches(train_ids, config.batch_size, config.seq_len, config.seed)
+    batches = Batches(train_ids, config.batch_size, config.seq_len, config.seed, config.stateful, config.state_reset)
     if batches.steps_per_epoch < 1:
         raise TrainingError(
             f"corpus {corpus.source} is too short for one batch: {batches.windows} window(s) of "
@@ -281,12 +305,15 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
     model = CharGRU(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best_val_loss = 0, math.inf
+    carry = None  # --stateful: the hidden state each stream of this process carries into the next batch
     if checkpoint is not None:
         if checkpoint["model_config"] != vars(model_config):
             raise TrainingError(f"--resume: the checkpoint in {out} is of another model size: {checkpoint['model_config']}")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
+        if checkpoint.get("carry") is not None:
+            carry = checkpoint["carry"][:, ddp.rank * local_batch : (ddp.rank + 1) * local_batch].to(device)
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if device.type == "cuda" and checkpoint["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -307,7 +334,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
     console.print(f"  {batches.steps_per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size} x {config.seq_len}"
                   + (f", resuming at step {step}" if step else ""))
 
-    def make_checkpoint(val_loss):
+    def make_checkpoint(val_loss, all_carry):
         return {
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
             "model_config": vars(model_config), "train_config": config.to_dict(),
@@ -315,6 +342,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "epoch": step // batches.steps_per_epoch,
             "best_val_loss": best_val_loss, "val_loss": val_loss,
+            "carry": all_carry,  # --stateful: every stream's state, for --resume
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
         }
@@ -334,9 +362,14 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         task = progress.add_task("training", total=total_steps, completed=step, status="")
         while step < total_steps:
             epoch, index = divmod(step, batches.steps_per_epoch)
-            x, y = batches.get(epoch, index)  # the global batch; this process takes its share
+            x, y, keep = batches.get(epoch, index)  # the global batch; this process takes its share
             shard = slice(ddp.rank * local_batch, (ddp.rank + 1) * local_batch)
             x, y = x[:, shard].to(device), y[:, shard].to(device)
+            h0 = None
+            if keep is not None:
+                if carry is None:
+                    carry = model.initial_state(local_batch, device)
+                h0 = carry * keep[shard].to(device)[None, :, None]  # h0: (L, B, H)
             lr = learning_rate(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -344,13 +377,15 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             # forward backward update
             model.train()
             with autocast:
-                logits, _ = train_model(x)  # logits: (T, B, V)
+                logits, h = train_model(x, h0)  # logits: (T, B, V)  h: (L, B, H)
                 loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients of all processes here
             # clip the gradient
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            if keep is not None:
+                carry = h.detach().float()
             step += 1
             losses.append(loss.item())
             chars += x.numel() * ddp.world
@@ -388,20 +423,22 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                 result.evals.append(record)
 
                 # checkpoint
+                all_carry = ddp.gather(carry, dim=1) if carry is not None else None  # a collective: every rank
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss
                     if ddp.is_main:
-                        ckpt.save(make_checkpoint(val_loss), out / ckpt.BEST)
+                        ckpt.save(make_checkpoint(val_loss, all_carry), out / ckpt.BEST)
                 if ddp.is_main:
-                    ckpt.save(make_checkpoint(val_loss), out / ckpt.LAST)
+                    ckpt.save(make_checkpoint(val_loss, all_carry), out / ckpt.LAST)
                     plot_losses(records, plot_path)
                 t_last = time.perf_counter()
 
             # every process must agree to stop at the same step, or the others would wait for it
             stopping = ddp.any(stop.requested) if ddp.enabled else stop.requested
             if stopping or step == stop_after:
+                all_carry = ddp.gather(carry, dim=1) if carry is not None else None
                 if ddp.is_main:
-                    ckpt.save(make_checkpoint(None), out / ckpt.LAST)
+                    ckpt.save(make_checkpoint(None, all_carry), out / ckpt.LAST)
                 result.interrupted = stopping
                 console.print(f"{'interrupted' if stopping else 'stopped as asked'}: checkpoint saved at "
                               f"step {step}; continue with `gen train --resume --out {out}`")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from trainkit import TINY, gen
@@ -20,8 +21,11 @@ def torchrun(*args, timeout=300):
     return subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_one_step_on_two_processes_equals_one_process(tmp_path, corpus_file):
-    args = ["--data", corpus_file, *TINY, "--batch-size", "8", "--max-steps", "1", "--eval-interval", "1"]
+@pytest.mark.parametrize("recipe", [["--max-steps", "1"], ["--max-steps", "3", "--stateful", "--state-reset", "0.3"]],
+                         ids=["one-step", "stateful-3-steps"])
+def test_steps_on_two_processes_equal_one_process(tmp_path, corpus_file, recipe):
+    # stateful: each process carries the states of its own half of the streams
+    args = ["--data", corpus_file, *TINY, "--batch-size", "8", *recipe, "--eval-interval", recipe[1]]
     single = gen("train", "--out", tmp_path / "one", *args)
     assert single.returncode == 0, single.stderr
     double = torchrun("train", "--out", tmp_path / "two", *args)
@@ -33,6 +37,11 @@ def test_one_step_on_two_processes_equals_one_process(tmp_path, corpus_file):
         assert torch.allclose(a["model"][key], b["model"][key], atol=1e-5), key
     # validation is measured on the whole text either way
     assert abs(a["val_loss"] - b["val_loss"]) < 1e-5
+    if "--stateful" in recipe:  # rank 0 saved every stream's state, gathered in stream order
+        assert a["carry"].shape == b["carry"].shape == (1, 8, 32)
+        assert torch.allclose(a["carry"], b["carry"], atol=1e-5)
+    else:
+        assert a["carry"] is None and b["carry"] is None
 
 
 def test_two_process_run_learns_and_its_checkpoint_resumes_in_one_process(tmp_path, corpus_file):

@@ -50,11 +50,13 @@ RECIPE = ["--max-steps", "16", "--eval-interval", "4", "--schedule", "cosine", "
           "--dropout", "0.2", "--layers", "2", "--seed", "7"]
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file):
+@pytest.mark.parametrize("extra", [[], ["--stateful", "--state-reset", "0.25"]], ids=["windowed", "stateful"])
+def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file, extra):
+    # stateful: the hidden states the streams carry must survive the stop too
     straight, split_run = tmp_path / "straight", tmp_path / "split"
-    assert gen("train", "--data", corpus_file, "--out", straight, *TINY, *RECIPE).returncode == 0
+    assert gen("train", "--data", corpus_file, "--out", straight, *TINY, *RECIPE, *extra).returncode == 0
     # stop half-way, keeping the 16-step cosine schedule
-    r = gen("train", "--data", corpus_file, "--out", split_run, *TINY, *RECIPE, "--stop-after", "9")
+    r = gen("train", "--data", corpus_file, "--out", split_run, *TINY, *RECIPE, *extra, "--stop-after", "9")
     assert r.returncode == 0, r.stderr
     assert torch.load(split_run / "last.pt", weights_only=True)["step"] == 9
     r = gen("train", "--data", corpus_file, "--out", split_run, "--resume")
