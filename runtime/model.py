@@ -248,6 +248,7 @@ def _open_session(ort, path: Path, so, device: str, cuda_graph: bool):
     if device in ("auto", "cuda"):
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" in available:
+            _preload_cuda_libraries(ort, quiet=device == "auto")
             options = {"device_id": "0"}
             if cuda_graph:
                 options["enable_cuda_graph"] = "1"
@@ -284,6 +285,27 @@ def _open_session(ort, path: Path, so, device: str, cuda_graph: bool):
         return _make_session(ort, path, so, cpu), "cpu", False
     except Exception as e:  # noqa: BLE001
         raise _open_error(path, e) from None
+
+
+_preloaded = False
+
+
+def _preload_cuda_libraries(ort, quiet: bool) -> None:
+    """Let onnxruntime-gpu find CUDA and cuDNN installed as pip packages (nvidia-*-cu13, as
+    `onnxruntime-gpu[cuda,cudnn]` or a CUDA build of torch brings them): its CUDA provider is
+    loaded by the dynamic linker, which never looks in site-packages, so without this a machine
+    with no system-wide CUDA falls back to the CPU. A system-wide CUDA needs nothing; once per process."""
+    global _preloaded
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded = True
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), _stderr_to_devnull(quiet):  # it print()s its warnings
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - then the session start says what is missing
+            pass
 
 
 def _is_provider_error(e: Exception) -> bool:

@@ -1,0 +1,114 @@
+"""The runtime on a real GPU (onnxruntime-gpu's CUDA provider, IOBinding on the device, CUDA
+graphs), checked against the CPU path on the same model file. On a machine without a usable
+GPU there is nothing to run them on: test_model.py checks the fallback and the errors there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
+from chargen.runtime import DeviceError, GenerationOptions, Generator, Model  # noqa: E402
+from chargen.runtime.contract import Vocab  # noqa: E402
+
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 3
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=32, hidden_size=256, layers=2, dropout=0.0)
+    proto = build_step_graph(random_weights(len(vocab), 32, 256, 2, 5), config, vocab, corpus="test", val_loss=1.5)
+    path = tmp_path_factory.mktemp("cuda") / "m.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+def _cuda_model_or_skip(path, **kwargs):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (onnxruntime-gpu not installed)")
+    try:
+        return Model.load(path, device="cuda", **kwargs)
+    except DeviceError as e:
+        pytest.skip(f"no usable GPU: {e}")
+
+
+def test_cuda_is_chosen_with_cuda_graphs(model_path):
+    m = _cuda_model_or_skip(model_path)
+    assert m.device == "cuda" and m.cuda_graph
+    assert Model.load(model_path).device == "cuda"  # 'auto' takes a usable GPU
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False], ids=["graph", "no-graph"])
+def test_cuda_logits_follow_cpu_over_a_long_rollout(model_path, cuda_graph):
+    gpu = Generator(_cuda_model_or_skip(model_path, cuda_graph=cuda_graph), GenerationOptions(seed=1))
+    cpu = Generator(Model.load(model_path, device="cpu"), GenerationOptions(seed=1))
+    gpu.feed(TEXT[0])
+    cpu.feed(TEXT[0])
+    worst = 0.0
+    for ch in TEXT[1:]:  # teacher-forced: the same input every step, so errors cannot compound into other text
+        worst = max(worst, float(np.abs(gpu.logits - cpu.logits).max()))
+        gpu.feed(ch)
+        cpu.feed(ch)
+    assert worst < 2e-2, worst  # TF32 matrix products on the GPU; a wrong gate order would be O(1)
+
+
+def test_cuda_generation_is_deterministic_and_restores_bit_exactly(model_path):
+    model = _cuda_model_or_skip(model_path)
+    runs = []
+    for _ in range(2):
+        g = Generator(model, GenerationOptions(seed=123, top_k=20, max_length=300))
+        runs.append("".join(c[0] for c in g.generate("ROMEO: ")))
+    assert runs[0] == runs[1] and len(runs[0]) == 300
+    g = Generator(model, GenerationOptions(seed=9))
+    g.feed("JULIET: ")
+    for _ in range(50):
+        g.step()
+    saved = g.state()
+    first = [g.step()[0] for _ in range(200)]
+    g.restore(saved)
+    assert [g.step()[0] for _ in range(200)] == first
+
+
+def test_cuda_batch_streams_match_single_streams(model_path):
+    model = _cuda_model_or_skip(model_path)
+    starts = ["ROMEO: ", "All:\n", "First Citizen:\nYou"]
+    batch = Generator(model, GenerationOptions(temperature=0, max_length=120), batch_size=3)
+    together = ["".join(chars) for chars in zip(*batch.generate(starts))]
+    for start, text in zip(starts, together):
+        single = Generator(model, GenerationOptions(temperature=0, max_length=120))
+        assert "".join(c[0] for c in single.generate(start)) == text
+
+
+def test_cuda_model_serves_threads_like_one_thread(model_path):
+    model = _cuda_model_or_skip(model_path)
+
+    def text(seed):
+        return "".join(c[0] for c in Generator(model, GenerationOptions(seed=seed, max_length=200)).generate("A"))
+
+    expected = {seed: text(seed) for seed in range(6)}
+    got = {}
+    threads = [threading.Thread(target=lambda s=s: got.__setitem__(s, text(s))) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected
+
+
+def test_gen_sample_on_cuda(model_path):
+    _cuda_model_or_skip(model_path)
+    r = subprocess.run([sys.executable, "-m", "chargen", "sample", "--model", str(model_path), "--device", "cuda",
+                        "--start", "ROMEO: ", "--length", "100", "--seed", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO: ") and len(r.stdout) >= 107
