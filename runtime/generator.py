@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -171,27 +172,28 @@ class Generator:
         self._on_cuda = model.device == "cuda"
         self._graph = bool(self._on_cuda and model.cuda_graph)
         self._run_options = [None, None]
+        # On CUDA every copy to or from the GPU holds this lock: with CUDA graphs, the model's
+        # lock, since a copy from another thread while one captures its graph breaks the capture
+        # ("operation not permitted when stream is capturing"); otherwise the generator's own.
+        self._lock = model._graph_lock if self._graph else threading.Lock()
         if self._on_cuda:
             # the hidden state never leaves the GPU; the token goes up and the logits come down
+            # through device buffers at fixed addresses, as CUDA graphs replay them
             self._h = None
-            self._h_ov = [OrtValue.ortvalue_from_shape_and_type([L, B, H], np.float32, "cuda", 0) for _ in range(2)]
-            zeros = np.zeros((L, B, H), np.float32)
-            for ov in self._h_ov:
-                ov.update_inplace(zeros)
-            if self._graph:
-                # CUDA graphs replay fixed addresses: token and logits live on the GPU too,
-                # and each binding (A->B, B->A) is its own captured graph with its own id.
+            with self._lock:
+                self._h_ov = [OrtValue.ortvalue_from_shape_and_type([L, B, H], np.float32, "cuda", 0) for _ in range(2)]
+                zeros = np.zeros((L, B, H), np.float32)
+                for ov in self._h_ov:
+                    ov.update_inplace(zeros)
                 self._tok_ov = OrtValue.ortvalue_from_shape_and_type([B], np.int64, "cuda", 0)
                 self._tok_ov.update_inplace(self._tok)
                 self._logits_ov = OrtValue.ortvalue_from_shape_and_type([B, V], np.float32, "cuda", 0)
+            if self._graph:  # each binding (A->B, B->A) is its own captured graph with its own id
                 ids = model._graph_ids(2)
                 for i in range(2):
                     ro = ort.RunOptions()
                     ro.add_run_config_entry("gpu_graph_id", str(ids[i]))
                     self._run_options[i] = ro
-            else:
-                self._tok_ov = OrtValue.ortvalue_from_numpy(self._tok)
-                self._logits_ov = OrtValue.ortvalue_from_numpy(self._logits)
         else:
             self._h = [np.zeros((L, B, H), np.float32) for _ in range(2)]
             self._h_ov = [OrtValue.ortvalue_from_numpy(a) for a in self._h]
@@ -208,7 +210,6 @@ class Generator:
             self._bindings.append(b)
         self._cbind = [getattr(b, "_iobinding", None) for b in self._bindings]
         self._run_c = model._run_inner if all(c is not None for c in self._cbind) else None
-        self._lock = model._graph_lock if self._graph else None
         self._cur = 0  # the h buffer that holds the current state
         self._primed = False
         self._generated = 0
@@ -260,11 +261,11 @@ class Generator:
     # ------------------------------------------------------------ graph runs
     def _run(self) -> None:
         i = self._cur
-        if self._graph:
-            self._tok_ov.update_inplace(self._tok)
+        if self._on_cuda:
             with self._lock:
+                self._tok_ov.update_inplace(self._tok)
                 self.model._run(self._bindings[i], self._run_options[i])
-            np.copyto(self._logits, self._logits_ov.numpy())
+                np.copyto(self._logits, self._logits_ov.numpy())
         elif self._run_c is not None:
             self._run_c(self._cbind[i], None)
         else:
@@ -275,13 +276,15 @@ class Generator:
     def _get_h(self) -> np.ndarray:
         if self._h is not None:
             return self._h[self._cur]
-        return self._h_ov[self._cur].numpy()
+        with self._lock:
+            return self._h_ov[self._cur].numpy()
 
     def _set_h(self, h: np.ndarray) -> None:
         if self._h is not None:
             self._h[self._cur][...] = h
         else:
-            self._h_ov[self._cur].update_inplace(np.ascontiguousarray(h, np.float32))
+            with self._lock:
+                self._h_ov[self._cur].update_inplace(np.ascontiguousarray(h, np.float32))
 
     def _require_primed(self) -> None:
         if not self._primed:
@@ -343,8 +346,9 @@ class Generator:
                         self._set_h(h)
             if idle_rows:
                 self._logits[idle_rows] = saved_logits
-                if self._graph:
-                    self._logits_ov.update_inplace(self._logits)
+                if self._on_cuda:
+                    with self._lock:
+                        self._logits_ov.update_inplace(self._logits)
             self._primed = True
         self._generated = 0
         self._finished = [False] * B
@@ -474,8 +478,9 @@ class Generator:
         self._set_h(state.h)
         self._logits[...] = state.logits
         self._tok[...] = state.token
-        if self._graph:
-            self._logits_ov.update_inplace(self._logits)
+        if self._on_cuda:
+            with self._lock:
+                self._logits_ov.update_inplace(self._logits)
         self._sampler.set_state(state.sampler)
         self._primed = state.primed
         self._generated = state.generated

@@ -56,7 +56,7 @@ def _quiet_onnxruntime(ort):
     """Keep onnxruntime's provider warnings and errors off stderr while probing."""
     import warnings
 
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)  # errors too: "cannot use the graph capture feature" is handled here
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Specified provider ... is not in available provider names"

@@ -30,7 +30,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    return Model.load(tiny[0])
+    # the CPU's contract, bit-exact across batch sizes; test_cuda.py checks the GPU against it
+    return Model.load(tiny[0], device="cpu")
 
 
 def gen(model, batch_size=1, **kw):

@@ -51,7 +51,7 @@ def _set_meta(proto, key, value):
 def test_load(model_path):
     from chargen.runtime import Model
 
-    m = Model.load(model_path)
+    m = Model.load(model_path, device="cpu")
     assert m.device == "cpu"
     assert m.vocab == Vocab.from_text(ALPHABET)
     assert (m.num_layers, m.hidden_size, m.vocab_size) == (2, 32, 65)
@@ -243,6 +243,7 @@ def test_env_untouched_by_auto_probe(model_path):
     assert (before.st_ino, before.st_dev) == (after.st_ino, after.st_dev)
 
 
+@pytest.mark.skipif(_cuda_usable(), reason="this machine has CUDA")
 def test_cuda_listed_but_not_really_usable(model_path):
     """onnxruntime lists CUDAExecutionProvider but the session does not get it (onnxruntime-gpu on
     a machine without a usable GPU): 'auto' quietly takes the CPU, 'cuda' is a clear error."""
