@@ -18,6 +18,7 @@ class TrainConfig:
     layers: int = 1
     dropout: float = 0.0
     weight_drop: float = 0.0
+    input_dropout: float = 0.0
     # data
     batch_size: int = 64
     seq_len: int = 100
@@ -35,6 +36,7 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 5.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); evaluated, saved and exported
     # bookkeeping
     eval_interval: int = 250  # steps; also the checkpoint interval
     log_interval: int = 10
@@ -55,6 +57,7 @@ class TrainConfig:
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         need(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         need(0.0 <= self.weight_drop < 1.0, f"--weight-drop must be in [0, 1), got {self.weight_drop}")
+        need(0.0 <= self.input_dropout < 1.0, f"--input-dropout must be in [0, 1), got {self.input_dropout}")
         need(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
         need(self.state_reset == 0.0 or self.stateful, "--state-reset needs --stateful")
         need(0.0 < self.val_fraction < 1.0, f"--val-fraction must be inside (0, 1), got {self.val_fraction}")
@@ -63,6 +66,7 @@ class TrainConfig:
         need(self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}")
         need(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(0.0 <= self.ema < 1.0, f"--ema must be in [0, 1) (a decay such as 0.998; 0 is off), got {self.ema}")
         need(self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}")
         need(self.sample_length >= 0, f"--sample-length must be >= 0, got {self.sample_length}")
         need(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")

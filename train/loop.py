@@ -8,6 +8,7 @@ the optimizer and RNG state, so a resumed run is the run that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -301,15 +302,22 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         torch.set_num_threads(1)
     torch.manual_seed(config.seed)
     model_config = ModelConfig(len(vocab), config.embedding_dim, config.hidden_size, config.layers, config.dropout,
-                               config.weight_drop)
+                               config.weight_drop, config.input_dropout)
     model = CharGRU(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best_val_loss = 0, math.inf
+    params = list(model.parameters())
+    names = [name for name, _ in model.named_parameters()]
+    ema = [p.detach().clone() for p in params] if config.ema > 0 else None  # --ema: the averaged weights
     carry = None  # --stateful: the hidden state each stream of this process carries into the next batch
     if checkpoint is not None:
-        if checkpoint["model_config"] != vars(model_config):
+        if vars(ModelConfig(**checkpoint["model_config"])) != vars(model_config):  # older checkpoints lack newer fields
             raise TrainingError(f"--resume: the checkpoint in {out} is of another model size: {checkpoint['model_config']}")
-        model.load_state_dict(checkpoint["model"])
+        if checkpoint.get("train_weights") is not None:  # --ema: "model" holds the average
+            model.load_state_dict(checkpoint["train_weights"])
+            ema = [checkpoint["model"][name].to(device) for name in names]
+        else:
+            model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
         if checkpoint.get("carry") is not None:
@@ -339,13 +347,35 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
             "model_config": vars(model_config), "train_config": config.to_dict(),
             "vocab": list(vocab.chars), "corpus": corpus.name, "corpus_source": corpus.source,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            # "model" is what evaluation measured and export uses: with --ema the average, and the
+            # optimizer's own weights ride along for --resume
+            "model": averaged_state() if ema is not None else model.state_dict(),
+            "train_weights": model.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(),
             "step": step, "epoch": step // batches.steps_per_epoch,
             "best_val_loss": best_val_loss, "val_loss": val_loss,
             "carry": all_carry,  # --stateful: every stream's state, for --resume
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
         }
+
+    def averaged_state():
+        return {**model.state_dict(), **{name: e.clone() for name, e in zip(names, ema)}}
+
+    @contextlib.contextmanager
+    def evaluated_weights():
+        """The weights evaluation measures: with --ema the average swapped in, then swapped back."""
+        if ema is None:
+            yield
+            return
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, trained)
 
     def log(record):
         records.append(record)
@@ -384,6 +414,10 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             # clip the gradient
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            # average the weights (the decay ramps up, so the first steps do not freeze the average)
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, params, 1 - min(config.ema, (1 + step) / (10 + step)))
             if keep is not None:
                 carry = h.detach().float()
             step += 1
@@ -405,17 +439,18 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             # evaluate
             if evaluating:
                 torch.set_num_threads(os.cpu_count() or 1) if device.type == "cpu" else None
-                # one stateful pass cannot be split; the windows are shared out among the processes
-                val_loss = ddp.broadcast(evaluate.stateful_loss(model, val_ids) if ddp.is_main else None)
-                total, count = ddp.sum(evaluate.windowed_nll(model, val_ids, config.seq_len,
-                                                             shard=(ddp.rank, ddp.world)))
+                with evaluated_weights():
+                    # one stateful pass cannot be split; the windows are shared out among the processes
+                    val_loss = ddp.broadcast(evaluate.stateful_loss(model, val_ids) if ddp.is_main else None)
+                    total, count = ddp.sum(evaluate.windowed_nll(model, val_ids, config.seq_len,
+                                                                 shard=(ddp.rank, ddp.world)))
+                    text = vocab.decode(evaluate.sample(model, prompt, config.sample_length,
+                                                        torch.Generator().manual_seed(config.seed + step))
+                                        if ddp.is_main else [])
                 record["val_loss"] = val_loss
                 record["val_loss_windowed"] = total / count
                 record["val_bpc"] = evaluate.bits_per_char(val_loss)
                 log(record)
-                text = vocab.decode(evaluate.sample(model, prompt, config.sample_length,
-                                                    torch.Generator().manual_seed(config.seed + step))
-                                    if ddp.is_main else [])
                 torch.set_num_threads(1) if device.type == "cpu" else None
                 console.print(f"step {step}: train {record['train_loss']:.4f}  val {val_loss:.4f} "
                               f"({record['val_bpc']:.3f} bpc)  val windowed {record['val_loss_windowed']:.4f}")

@@ -34,6 +34,7 @@ class ModelConfig:
     layers: int = 1
     dropout: float = 0.0  # on GRU outputs: between layers and before the head
     weight_drop: float = 0.0  # DropConnect on the recurrent weights W_hh, one mask per step (AWD-LSTM)
+    input_dropout: float = 0.0  # drops whole input characters: their embedding is zeroed (the GRU sees only its bias)
 
 
 def _empty(shape, dtype) -> np.ndarray:
@@ -200,10 +201,15 @@ class CharGRU(nn.Module):
         T, B = tokens.shape
         if h is None:
             h = self.initial_state(B, tokens.device)
+        keep = None
+        if self.training and self.config.input_dropout > 0:
+            keep = torch.rand(tokens.shape, device=tokens.device) >= self.config.input_dropout  # keep: (T, B)
         if self.fused and tokens.device.type == "cpu" and self.training:
-            x, h = self._fused_rnn(tokens, None, h)
+            x, h = self._fused_rnn(tokens, None, h, keep)
         else:
             x = self.embedding(tokens)  # x: (T, B, E)
+            if keep is not None:
+                x = x * (keep[..., None] / (1 - self.config.input_dropout))
             if self.training and self.config.weight_drop > 0:
                 dropped = {f"weight_hh_l{layer}": self.recurrent_weight(layer) for layer in range(self.config.layers)}
                 with warnings.catch_warnings():  # cuDNN re-packs the masked weights each call: expected
@@ -214,7 +220,7 @@ class CharGRU(nn.Module):
         logits = self.head(self.dropout(x, self.config.dropout, "out."))  # logits: (T, B, V)
         return logits, h
 
-    def _fused_rnn(self, tokens, x, h):
+    def _fused_rnn(self, tokens, x, h, keep=None):
         h_out = []
         for layer in range(self.config.layers):
             if layer > 0:
@@ -227,6 +233,12 @@ class CharGRU(nn.Module):
                 # Embedding and input projection fold into one (V, 3H) table: a
                 # (V x E x 3H) GEMM and a gather instead of a (T*B x E x 3H) GEMM.
                 table = F.linear(self.embedding.weight, w_ih, b_ih)  # table: (V, 3H)
+                if keep is not None:
+                    # input dropout inside the gather: kept characters read rows scaled by 1/(1-p),
+                    # dropped ones an extra row holding what a zero embedding gives, the bias
+                    p = self.config.input_dropout
+                    table = torch.cat([(table - b_ih) / (1 - p) + b_ih, b_ih[None]])  # table: (V + 1, 3H)
+                    tokens = torch.where(keep, tokens, table.shape[0] - 1)
                 gi = _Gather.apply(table, tokens, self.scratch)  # gi: (T, B, 3H)
             else:
                 gi = F.linear(x, w_ih, b_ih)  # gi: (T, B, 3H), one GEMM for all steps

@@ -50,7 +50,8 @@ RECIPE = ["--max-steps", "16", "--eval-interval", "4", "--schedule", "cosine", "
           "--dropout", "0.2", "--layers", "2", "--seed", "7"]
 
 
-@pytest.mark.parametrize("extra", [[], ["--stateful", "--state-reset", "0.25"]], ids=["windowed", "stateful"])
+@pytest.mark.parametrize("extra", [[], ["--stateful", "--state-reset", "0.25"], ["--ema", "0.9", "--input-dropout", "0.1"]],
+                         ids=["windowed", "stateful", "ema-input-dropout"])
 def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file, extra):
     # stateful: the hidden states the streams carry must survive the stop too
     straight, split_run = tmp_path / "straight", tmp_path / "split"
@@ -67,6 +68,27 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file, extra):
         assert torch.equal(a[key], b[key]), key
     steps = [json.loads(line)["step"] for line in (split_run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def test_ema_checkpoint_holds_the_average_it_evaluated(tmp_path, corpus_file):
+    from chargen.train import evaluate
+    from chargen.train.data import split
+
+    out = tmp_path / "run"
+    r = gen("train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "12", "--eval-interval", "12",
+            "--ema", "0.8", "--lr", "3e-3")
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(out / "last.pt", weights_only=True)
+    averaged, trained = saved["model"], saved["train_weights"]
+    assert averaged.keys() == trained.keys()
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    # the val_loss it logged is the average's, and the average is what loads for export and eval
+    model, vocab, _ = ckpt.load_model(out / "last.pt")
+    _, val_text = split(corpus_file.read_text(encoding="utf-8"), 0.1)
+    ids = vocab.encode(val_text)
+    assert evaluate.stateful_loss(model, ids) == pytest.approx(saved["val_loss"], abs=1e-6)
+    model.load_state_dict(trained)
+    assert evaluate.stateful_loss(model, ids) != pytest.approx(saved["val_loss"], abs=1e-6)
 
 
 def wait_for(predicate, timeout=120):

@@ -8,7 +8,7 @@ from trainkit import TINY, gen
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU to train on")
-@pytest.mark.parametrize("extra", [[], ["--stateful", "--weight-drop", "0.2", "--dropout", "0.2"]],
+@pytest.mark.parametrize("extra", [[], ["--stateful", "--weight-drop", "0.2", "--dropout", "0.2", "--input-dropout", "0.1", "--ema", "0.9"]],
                          ids=["plain", "stateful-regularized"])
 def test_cuda_training_learns_and_exports(tmp_path, corpus_file, extra):
     out = tmp_path / "run"

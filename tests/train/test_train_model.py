@@ -150,6 +150,35 @@ def test_weight_drop_is_the_same_on_both_paths_and_off_in_eval():
     assert torch.equal(e1, e2)
 
 
+def test_input_dropout_is_the_same_on_both_paths_and_off_in_eval():
+    """Fused: dropped characters read an extra table row (the bias); nn.GRU path: a zeroed embedding."""
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(11, 5, 7, layers=2, input_dropout=0.4)).double().train()
+    tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+    results = []
+    for fused in (True, False):
+        model.fused = fused
+        torch.manual_seed(1)  # the same masks on both paths
+        loss, _ = model.loss(tokens, targets)
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-12)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+    model.eval()
+    clean, _ = model.loss(tokens, targets)
+    assert not torch.allclose(clean, l1)  # the mask changed the training loss
+    torch.manual_seed(1)
+    keep = torch.rand(tokens.shape) >= 0.4
+    assert 0 < keep.float().mean() < 1
+    # what the mask means: a dropped character is a zero embedding, a kept one scaled by 1/(1-p)
+    with torch.no_grad():
+        x = model.embedding(tokens) * (keep[..., None] / 0.6)
+        out, _ = model.rnn(x)
+        expected = torch.nn.functional.cross_entropy(model.head(out).reshape(-1, 11), targets.reshape(-1))
+    assert torch.allclose(l1, expected, atol=1e-12)
+
+
 def test_cpu_dropout_kernel():
     from chargen.train.model import Scratch, _Dropout
 
