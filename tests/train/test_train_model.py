@@ -125,20 +125,27 @@ def test_scratch_reuse_never_overwrites_a_live_graph():
     assert reused is model.scratch._arrays["l0.gates"]
 
 
-def test_weight_drop_is_the_same_on_both_paths_and_off_in_eval():
-    torch.manual_seed(0)
-    model = CharGRU(ModelConfig(11, 5, 7, dropout=0.2, weight_drop=0.5)).double().train()
-    tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+def assert_paths_agree(model, tokens, targets):
+    """Fused and nn.GRU paths under the same seed (so the same masks): same loss and gradients.
+    Returns (loss, gradients) of the fused path."""
     results = []
     for fused in (True, False):
         model.fused = fused
-        torch.manual_seed(1)  # the same masks on both paths
+        torch.manual_seed(1)
         loss, _ = model.loss(tokens, targets)
         results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
     (l1, g1), (l2, g2) = results
     assert torch.allclose(l1, l2, atol=1e-12)
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-10)
+    return l1, g1
+
+
+def test_weight_drop_is_the_same_on_both_paths_and_off_in_eval():
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(11, 5, 7, dropout=0.2, weight_drop=0.5)).double().train()
+    tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+    l1, g1 = assert_paths_agree(model, tokens, targets)
     w_hh_grad = g1[list(dict(model.named_parameters())).index("rnn.weight_hh_l0")]
     assert (w_hh_grad == 0).float().mean() > 0.3  # dropped connections get no gradient
     torch.manual_seed(2)
@@ -155,16 +162,7 @@ def test_input_dropout_is_the_same_on_both_paths_and_off_in_eval():
     torch.manual_seed(0)
     model = CharGRU(ModelConfig(11, 5, 7, layers=2, input_dropout=0.4)).double().train()
     tokens, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
-    results = []
-    for fused in (True, False):
-        model.fused = fused
-        torch.manual_seed(1)  # the same masks on both paths
-        loss, _ = model.loss(tokens, targets)
-        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
-    (l1, g1), (l2, g2) = results
-    assert torch.allclose(l1, l2, atol=1e-12)
-    for a, b in zip(g1, g2):
-        assert torch.allclose(a, b, atol=1e-10)
+    l1, g1 = assert_paths_agree(model, tokens, targets)
     model.eval()
     clean, _ = model.loss(tokens, targets)
     assert not torch.allclose(clean, l1)  # the mask changed the training loss
