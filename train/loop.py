@@ -342,7 +342,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
     console.print(f"  {batches.steps_per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size} x {config.seq_len}"
                   + (f", resuming at step {step}" if step else ""))
 
-    def make_checkpoint(val_loss, all_carry):
+    def make_checkpoint(val_loss, carried):
         return {
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
             "model_config": vars(model_config), "train_config": config.to_dict(),
@@ -354,10 +354,15 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
             "optimizer": optimizer.state_dict(),
             "step": step, "epoch": step // batches.steps_per_epoch,
             "best_val_loss": best_val_loss, "val_loss": val_loss,
-            "carry": all_carry,  # --stateful: every stream's state, for --resume
+            "carry": carried,  # --stateful: every stream's state, for --resume
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
         }
+
+    def all_carry():
+        """--stateful: every stream's carried state, gathered from the processes in stream order.
+        A collective: every rank calls it, before rank 0 alone writes the checkpoint."""
+        return ddp.gather(carry, dim=1) if carry is not None else None
 
     def averaged_state():
         return {**model.state_dict(), **{name: e.clone() for name, e in zip(names, ema)}}
@@ -458,22 +463,22 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                 result.evals.append(record)
 
                 # checkpoint
-                all_carry = ddp.gather(carry, dim=1) if carry is not None else None  # a collective: every rank
+                carried = all_carry()
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss
                     if ddp.is_main:
-                        ckpt.save(make_checkpoint(val_loss, all_carry), out / ckpt.BEST)
+                        ckpt.save(make_checkpoint(val_loss, carried), out / ckpt.BEST)
                 if ddp.is_main:
-                    ckpt.save(make_checkpoint(val_loss, all_carry), out / ckpt.LAST)
+                    ckpt.save(make_checkpoint(val_loss, carried), out / ckpt.LAST)
                     plot_losses(records, plot_path)
                 t_last = time.perf_counter()
 
             # every process must agree to stop at the same step, or the others would wait for it
             stopping = ddp.any(stop.requested) if ddp.enabled else stop.requested
             if stopping or step == stop_after:
-                all_carry = ddp.gather(carry, dim=1) if carry is not None else None
+                carried = all_carry()
                 if ddp.is_main:
-                    ckpt.save(make_checkpoint(None, all_carry), out / ckpt.LAST)
+                    ckpt.save(make_checkpoint(None, carried), out / ckpt.LAST)
                 result.interrupted = stopping
                 console.print(f"{'interrupted' if stopping else 'stopped as asked'}: checkpoint saved at "
                               f"step {step}; continue with `gen train --resume --out {out}`")
