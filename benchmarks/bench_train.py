@@ -1,14 +1,18 @@
 """Training throughput: chargen's CPU step against a plain PyTorch loop, in one run.
 
-    python benchmarks/bench_train.py [--steps 6] [--rounds 3]
+    python benchmarks/bench_train.py [--steps 6] [--rounds 3] [--data input.txt]
 
-Both train the tutorial model (Embedding 256 -> GRU 1024 -> Linear, batch 64 x 100)
+All train the tutorial model (Embedding 256 -> GRU 1024 -> Linear, batch 64 x 100)
 from the same initial weights on the same batches. The plain loop is what a
-PyTorch user writes: nn.GRU, Adam, torch's default threads. chargen's step is
-the one `gen train` runs on CPU (FusedGRU, numpy's BLAS for the recurrence).
-Rounds alternate plain/chargen so that a noisy neighbour hurts both alike; the
+PyTorch user writes: nn.GRU, Adam, torch's default threads. chargen's steps are
+the ones `gen train` runs on CPU: FusedGRU with float32 GEMMs in numpy's BLAS
+(`--precision fp32`), and with bfloat16 GEMMs in torch's oneDNN (`--precision
+bf16`, the default where the CPU multiplies bf16 natively).
+Rounds alternate the loops so that a noisy neighbour hurts all alike; the
 figure is the median. The losses after the same steps are printed side by side:
-the two are the same arithmetic, so they agree to float rounding.
+plain and fp32 are the same arithmetic and agree to float rounding; bf16 rounds
+the GEMMs' inputs to 8 bits of mantissa. --data trains on windows of a real text
+(else random symbols), so that the losses mean something.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import torch.nn.functional as F
 from chargen.train.model import CharGRU, ModelConfig
 
 
-def run(model: CharGRU, fused: bool, batches, threads: int):
+def run(model: CharGRU, fused: bool, batches, threads: int, bf16: bool = False):
     torch.set_num_threads(threads)
-    model.fused = fused
+    model.fused, model.bf16 = fused, bf16
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     times, losses = [], []
@@ -53,24 +57,46 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", help="a UTF-8 text to draw the batches from (default: random symbols)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    base = CharGRU(ModelConfig(65))
     g = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(0, 65, (100, 64), generator=g), torch.randint(0, 65, (100, 64), generator=g))
-               for _ in range(args.steps)]
-    cores = os.cpu_count() or 1
-    plain, fused = [], []
+    if args.data:
+        text = open(args.data, encoding="utf-8").read()
+        chars = sorted(set(text))
+        ids = torch.tensor([chars.index(c) for c in text[:200_000]])
+        V = len(chars)
+
+        def batch():
+            starts = torch.randint(0, len(ids) - 101, (64,), generator=g)
+            w = torch.stack([ids[s : s + 101] for s in starts.tolist()], 1)  # w: (101, 64)
+            return w[:-1], w[1:]
+    else:
+        V = 65
+
+        def batch():
+            return torch.randint(0, V, (100, 64), generator=g), torch.randint(0, V, (100, 64), generator=g)
+
+    base = CharGRU(ModelConfig(V))
+    batches = [batch() for _ in range(args.steps)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    loops = {  # name: (fused, torch threads, bf16)
+        f"plain PyTorch loop (nn.GRU, {cores} threads)": (False, cores, False),
+        "chargen, --precision fp32 (OpenBLAS)": (True, 1, False),
+        f"chargen, --precision bf16 (oneDNN, {cores} threads)": (True, cores, True),
+    }
+    speeds = {name: [] for name in loops}
+    losses = {}
     for _ in range(args.rounds):
-        speeds, plain_losses = run(copy.deepcopy(base), False, batches, cores)
-        plain += speeds
-        speeds, fused_losses = run(copy.deepcopy(base), True, batches, 1)
-        fused += speeds
-    p, f = statistics.median(plain), statistics.median(fused)
-    print(f"tutorial model, batch 64 x 100, {cores} cores, {args.rounds} rounds x {args.steps - 1} timed steps")
-    print(f"  plain PyTorch loop (nn.GRU, {cores} threads)  {p:8,.0f} chars/s")
-    print(f"  chargen train step (FusedGRU)          {f:8,.0f} chars/s   {f / p:.2f}x")
-    print(f"  loss after {args.steps} steps: plain {plain_losses[-1]:.5f}  chargen {fused_losses[-1]:.5f}")
+        for name, (fused, threads, bf16) in loops.items():
+            s, losses[name] = run(copy.deepcopy(base), fused, batches, threads, bf16)
+            speeds[name] += s
+    print(f"tutorial model, batch 64 x 100, {cores} cores, {args.rounds} rounds x {args.steps - 1} timed steps, "
+          f"{'text ' + args.data if args.data else 'random symbols'}")
+    p = statistics.median(next(iter(speeds.values())))
+    for name in loops:
+        f = statistics.median(speeds[name])
+        print(f"  {name:44s} {f:8,.0f} chars/s   {f / p:.2f}x   loss after {args.steps} steps {losses[name][-1]:.5f}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def train(
     sample_length: Annotated[Optional[int], typer.Option(help="Characters sampled at each evaluation. [200]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same run. [1337]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [auto]")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="The GEMMs' arithmetic: fp32, or bf16 (bfloat16 products, float32 sums and state); auto = bf16 on CUDA and on CPUs that multiply bf16 natively (AVX512_BF16, AMX), else fp32. [auto]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     stop_after: Annotated[Optional[int], typer.Option(help="Checkpoint and stop after this step, keeping the full run's schedule; continue later with --resume.")] = None,
 ):
@@ -85,7 +86,7 @@ def train(
         weight_decay=weight_decay, grad_clip=grad_clip, ema=ema, val_fraction=val_fraction,
         stateful=stateful, state_reset=state_reset,
         eval_interval=eval_interval, log_interval=log_interval, sample_length=sample_length,
-        seed=seed, device=device,
+        seed=seed, device=device, precision=precision,
     )
     try:
         result = run_training(data=data, out=out, preset=preset, overrides=overrides, resume=resume,

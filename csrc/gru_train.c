@@ -131,9 +131,32 @@ __attribute__((target("avx2,fma"))) static void backward_f32_avx2(
 }
 #endif
 
+#if CHARGEN_AVX512
+/* 16 floats a vector; prefer-vector-width: GCC's default tuning would stop at 256 bits */
+#define AVX512_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")))
+AVX512_TARGET static void forward_f32_avx512(
+    size_t B, size_t H, const float *gi, const float *gh, const float *b_hh,
+    const float *h_prev, float *gates, float *h) {
+    forward_f32(B, H, gi, gh, b_hh, h_prev, gates, h);
+}
+
+AVX512_TARGET static void backward_f32_avx512(
+    size_t B, size_t H, const float *gates, const float *h_prev, const float *d_out,
+    const float *dh_rec, float *carry, float *d_gi, float *d_gh) {
+    backward_f32(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+}
+#endif
+
 void chargen_gru_forward_f32(size_t B, size_t H, const float *gi, const float *gh,
                              const float *b_hh, const float *h_prev, float *gates,
                              float *h) {
+#if CHARGEN_AVX512
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) {
+        forward_f32_avx512(B, H, gi, gh, b_hh, h_prev, gates, h);
+        return;
+    }
+#endif
 #if CHARGEN_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         forward_f32_avx2(B, H, gi, gh, b_hh, h_prev, gates, h);
@@ -147,6 +170,13 @@ void chargen_gru_backward_f32(size_t B, size_t H, const float *gates,
                               const float *h_prev, const float *d_out,
                               const float *dh_rec, float *carry, float *d_gi,
                               float *d_gh) {
+#if CHARGEN_AVX512
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) {
+        backward_f32_avx512(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);
+        return;
+    }
+#endif
 #if CHARGEN_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         backward_f32_avx2(B, H, gates, h_prev, d_out, dh_rec, carry, d_gi, d_gh);

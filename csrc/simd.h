@@ -13,4 +13,12 @@
 #define INLINE inline
 #endif
 
+/* ... and, where it pays (the training gate loops), an AVX-512 build too;
+ * CHARGEN_NO_AVX512 turns just that off. */
+#if CHARGEN_AVX2 && !defined(CHARGEN_NO_AVX512)
+#define CHARGEN_AVX512 1
+#else
+#define CHARGEN_AVX512 0
+#endif
+
 #endif /* CHARGEN_SIMD_H */

@@ -43,6 +43,10 @@ class TrainConfig:
     sample_length: int = 200
     seed: int = 1337
     device: str = "auto"
+    # the GEMMs' arithmetic: bf16 = bfloat16 products with float32 accumulation (CUDA:
+    # autocast; CPU: where it multiplies bf16 natively, AVX512_BF16 or AMX); auto picks it
+    # where the device has it
+    precision: str = "auto"
 
     def validate(self) -> None:
         def need(ok: bool, message: str):
@@ -70,6 +74,7 @@ class TrainConfig:
         need(self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}")
         need(self.sample_length >= 0, f"--sample-length must be >= 0, got {self.sample_length}")
         need(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
+        need(self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

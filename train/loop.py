@@ -58,6 +58,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (x86 AVX512_BF16 or AMX, Arm BF16).
+    Elsewhere oneDNN emulates it, slower than float32."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux: no cheap way to tell, stay with float32
+        return False
+    flags = {f for line in info.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda" or cpu_has_bf16()
+    return precision == "bf16"
+
+
 def prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -296,14 +313,19 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
+    bf16 = resolve_bf16(config.precision, device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # float32 on CPU: the recurrent GEMMs run in numpy's OpenBLAS on every core, and
+    # torch's own pool would only spin against it (measured: 2.5x slower with both at 2);
+    # bf16: every GEMM is torch's (oneDNN), so torch gets the cores
+    train_threads = cores if bf16 else 1
     if device.type == "cpu":
-        # The recurrent GEMMs run in numpy's OpenBLAS on every core; torch's own
-        # pool would only spin against it (measured: 2.5x slower with both at 2).
-        torch.set_num_threads(1)
+        torch.set_num_threads(train_threads)
     torch.manual_seed(config.seed)
     model_config = ModelConfig(len(vocab), config.embedding_dim, config.hidden_size, config.layers, config.dropout,
                                config.weight_drop, config.input_dropout)
     model = CharGRU(model_config).to(device)
+    model.bf16 = bf16 and device.type == "cpu"
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best_val_loss = 0, math.inf
     params = list(model.parameters())
@@ -325,7 +347,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if device.type == "cuda" and checkpoint["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
 
     train_model = DistributedDataParallel(model) if ddp.enabled else model
 
@@ -337,7 +359,8 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
     metrics = open(metrics_path if ddp.is_main else os.devnull, "a", encoding="utf-8")
 
     console.print(f"[bold]chargen train[/] corpus {corpus.name} ({len(corpus.text):,} chars, {len(vocab)} symbols) "
-                  f"-> {out}  device {device.type}" + (f" x {ddp.world} processes" if ddp.enabled else ""))
+                  f"-> {out}  device {device.type}" + (f" x {ddp.world} processes" if ddp.enabled else "")
+                  + ("  bf16 GEMMs" if bf16 else "  float32"))
     model_summary(model, console)
     console.print(f"  {batches.steps_per_epoch} steps/epoch, {total_steps} steps, batch {config.batch_size} x {config.seq_len}"
                   + (f", resuming at step {step}" if step else ""))
@@ -443,7 +466,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
 
             # evaluate
             if evaluating:
-                torch.set_num_threads(os.cpu_count() or 1) if device.type == "cpu" else None
+                torch.set_num_threads(cores) if device.type == "cpu" else None
                 with evaluated_weights():
                     # one stateful pass cannot be split; the windows are shared out among the processes
                     val_loss = ddp.broadcast(evaluate.stateful_loss(model, val_ids) if ddp.is_main else None)
@@ -456,7 +479,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                 record["val_loss_windowed"] = total / count
                 record["val_bpc"] = evaluate.bits_per_char(val_loss)
                 log(record)
-                torch.set_num_threads(1) if device.type == "cpu" else None
+                torch.set_num_threads(train_threads) if device.type == "cpu" else None
                 console.print(f"step {step}: train {record['train_loss']:.4f}  val {val_loss:.4f} "
                               f"({record['val_bpc']:.3f} bpc)  val windowed {record['val_loss_windowed']:.4f}")
                 console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)

@@ -131,20 +131,33 @@ class FusedGRU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gi, h0, w_hh, b_hh, scratch=None, name=""):
+    def forward(ctx, gi, h0, w_hh, b_hh, scratch=None, name="", bf16=False):
         # gi: (T, B, 3H)  h0: (B, H)  w_hh: (3H, H)  b_hh: (3H,)
         T, B, H3 = gi.shape
         H = H3 // 3
         gi_ = gi.contiguous().numpy()
         out_ = _scratch(scratch, name + "out", (T, B, H), gi_.dtype)  # h_1..h_T
         gates_ = _scratch(scratch, name + "gates", (T, B, 4 * H), gi_.dtype)  # [r z n gh_n]: all the backward needs
-        ctx.scratch, ctx.name = scratch, name
+        ctx.scratch, ctx.name, ctx.bf16 = scratch, name, bf16
         out, gates = torch.from_numpy(out_), torch.from_numpy(gates_)
-        w_hh_t, b_hh_ = w_hh.detach().numpy().T, b_hh.detach().contiguous().numpy()
+        b_hh_ = b_hh.detach().contiguous().numpy()
         gh = np.empty((B, 3 * H), dtype=gi_.dtype)  # gh: (B, 3H)
         h = h0.detach().contiguous().numpy()  # h: (B, H)
+        if bf16:
+            # bf16 GEMMs through torch (oneDNN: avx512_bf16 / AMX), float32 accumulation;
+            # the state, the gates and everything outside the products stay float32
+            w_t = w_hh.detach().to(torch.bfloat16).t()  # w_t: (H, 3H)
+            h_bf, gh_bf = torch.empty(B, H, dtype=torch.bfloat16), torch.empty(B, 3 * H, dtype=torch.bfloat16)
+            gh_t = torch.from_numpy(gh)
+        else:
+            w_hh_t = w_hh.detach().numpy().T
         for t in range(T):
-            np.matmul(h, w_hh_t, out=gh)
+            if bf16:
+                h_bf.copy_(torch.from_numpy(h))
+                torch.mm(h_bf, w_t, out=gh_bf)
+                gh_t.copy_(gh_bf)
+            else:
+                np.matmul(h, w_hh_t, out=gh)
             _gru.forward_step(gi_[t], gh, b_hh_, h, gates_[t], out_[t])
             h = out_[t]
         ctx.save_for_backward(h0, w_hh, out, gates)
@@ -161,17 +174,38 @@ class FusedGRU(torch.autograd.Function):
         d_gi_ = _scratch(ctx.scratch, ctx.name + "d_gi", (T, B, 3 * H), out_.dtype)
         d_gh_ = _scratch(ctx.scratch, ctx.name + "d_gh", (T, B, 3 * H), out_.dtype)
         d_gi, d_gh = torch.from_numpy(d_gi_), torch.from_numpy(d_gh_)
+        if ctx.bf16:
+            w_bf = w_hh.to(torch.bfloat16)  # w_bf: (3H, H)
+            dgh_bf, dh_bf = torch.empty(B, 3 * H, dtype=torch.bfloat16), torch.empty(B, H, dtype=torch.bfloat16)
+            dh_rec_t = torch.from_numpy(dh_rec)
         for t in range(T - 1, -1, -1):
             h_prev = out_[t - 1] if t > 0 else h0_
             _gru.backward_step(gates_[t], h_prev, None if d_out_ is None else d_out_[t],
                                None if t == T - 1 else dh_rec, carry, d_gi_[t], d_gh_[t])
-            np.matmul(d_gh_[t], w_hh_, out=dh_rec)
+            if ctx.bf16:
+                dgh_bf.copy_(d_gh[t])
+                torch.mm(dgh_bf, w_bf, out=dh_bf)
+                dh_rec_t.copy_(dh_bf)
+            else:
+                np.matmul(d_gh_[t], w_hh_, out=dh_rec)
         d_h0 = torch.from_numpy(dh_rec + carry)
         # weight gradient: one GEMM over all steps instead of T small ones
-        d_w_hh = np.matmul(d_gh_[1:].reshape(-1, 3 * H).T, out_[:-1].reshape(-1, H))
-        d_w_hh += d_gh_[0].T @ h0_
+        if ctx.bf16:
+            h_prevs = torch.cat([h0.to(torch.bfloat16)[None], out[:-1].to(torch.bfloat16)])  # h_prevs: (T, B, H)
+            d_w_hh = torch.mm(d_gh.reshape(-1, 3 * H).to(torch.bfloat16).t(), h_prevs.reshape(-1, H)).float()
+        else:
+            d_w_hh = np.matmul(d_gh_[1:].reshape(-1, 3 * H).T, out_[:-1].reshape(-1, H))
+            d_w_hh += d_gh_[0].T @ h0_
+            d_w_hh = torch.from_numpy(d_w_hh)
         d_b_hh = d_gh.reshape(-1, 3 * H).sum(0)
-        return d_gi, d_h0, torch.from_numpy(d_w_hh), d_b_hh, None, None
+        return d_gi, d_h0, d_w_hh, d_b_hh, None, None, None
+
+
+def _linear_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x @ weight^T + bias with the product in bfloat16 (float32 accumulation) and the
+    result and bias in float32: what autocast would do, kept out of the custom
+    autograd Functions around it, which take float32 numpy-backed tensors."""
+    return F.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16)).float() + bias
 
 
 class CharGRU(nn.Module):
@@ -187,6 +221,7 @@ class CharGRU(nn.Module):
         )
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self.fused = True  # use FusedGRU on CPU
+        self.bf16 = False  # in fused CPU training: the GEMMs in bfloat16 (float32 accumulation)
         self.scratch = Scratch()
 
     def num_parameters(self) -> int:
@@ -204,7 +239,8 @@ class CharGRU(nn.Module):
         keep = None
         if self.training and self.config.input_dropout > 0:
             keep = torch.rand(tokens.shape, device=tokens.device) >= self.config.input_dropout  # keep: (T, B)
-        if self.fused and tokens.device.type == "cpu" and self.training:
+        fused = self.fused and tokens.device.type == "cpu" and self.training
+        if fused:
             x, h = self._fused_rnn(tokens, None, h, keep)
         else:
             x = self.embedding(tokens)  # x: (T, B, E)
@@ -217,7 +253,11 @@ class CharGRU(nn.Module):
                     x, h = torch.func.functional_call(self.rnn, dropped, (x, h))  # x: (T, B, H)
             else:
                 x, h = self.rnn(x, h)  # x: (T, B, H)
-        logits = self.head(self.dropout(x, self.config.dropout, "out."))  # logits: (T, B, V)
+        x = self.dropout(x, self.config.dropout, "out.")
+        if fused and self.bf16:
+            logits = _linear_bf16(x, self.head.weight, self.head.bias)  # logits: (T, B, V)
+        else:
+            logits = self.head(x)  # logits: (T, B, V)
         return logits, h
 
     def _fused_rnn(self, tokens, x, h, keep=None):
@@ -240,9 +280,11 @@ class CharGRU(nn.Module):
                     table = torch.cat([(table - b_ih) / (1 - p) + b_ih, b_ih[None]])  # table: (V + 1, 3H)
                     tokens = torch.where(keep, tokens, table.shape[0] - 1)
                 gi = _Gather.apply(table, tokens, self.scratch)  # gi: (T, B, 3H)
+            elif self.bf16:
+                gi = _linear_bf16(x, w_ih, b_ih)  # gi: (T, B, 3H), one GEMM for all steps
             else:
                 gi = F.linear(x, w_ih, b_ih)  # gi: (T, B, 3H), one GEMM for all steps
-            x, h_last = FusedGRU.apply(gi, h[layer], w_hh, b_hh, self.scratch, f"l{layer}.")
+            x, h_last = FusedGRU.apply(gi, h[layer], w_hh, b_hh, self.scratch, f"l{layer}.", self.bf16)
             h_out.append(h_last)
         return x, torch.stack(h_out)  # h: (L, B, H)
 

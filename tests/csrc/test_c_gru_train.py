@@ -1,5 +1,5 @@
 """csrc/gru_train.c builds and passes its own C test with a plain C compiler, with
-and without the AVX2 build."""
+without the AVX-512 build, and without either."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ CC = shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
 
 
-@pytest.mark.parametrize("flags", [[], ["-DCHARGEN_NO_AVX2"]], ids=["dispatch", "no-avx2"])
+@pytest.mark.parametrize(
+    "flags", [[], ["-DCHARGEN_NO_AVX512"], ["-DCHARGEN_NO_AVX2"]], ids=["dispatch", "no-avx512", "no-avx2"]
+)
 def test_c_gru_kernels(tmp_path, flags):
     exe = tmp_path / "test_gru_train"
     cmd = [CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *flags,

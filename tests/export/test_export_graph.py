@@ -77,10 +77,23 @@ def test_gru_op_graph_matches_too(L):
 @pytest.mark.parametrize("L", [1, 2])
 @pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
-def test_every_layout_variant_matches(L, fold, fused):
+@pytest.mark.parametrize("gemm", [True, False])
+def test_every_layout_variant_matches(L, fold, fused, gemm):
     w, cfg, vocab = setup(L)
-    model = build_graph(w, cfg, vocab, options=GraphOptions(fold_hh_bias=fold, fused_gates=fused))
+    options = GraphOptions(fold_hh_bias=fold, fused_gates=fused, gemm_gates=gemm)
+    model = build_graph(w, cfg, vocab, options=options)
     onnx.checker.check_model(model, full_check=True)
+    assert rollout_diff(model, w, cfg) < 1e-5
+    ops = [n.op_type for n in model.graph.node]
+    assert ("Gemm" in ops) == gemm and "MatMul" in ops  # the head stays a MatMul (int8 excludes it by name)
+
+
+@pytest.mark.parametrize("L", [1, 2])
+def test_gemm_gates_leave_int8_graph_as_matmul(L):
+    """quantize_dynamic quantizes MatMul only, so an int8 graph never takes the Gemm layout."""
+    w, cfg, vocab = setup(L)
+    model = build_graph(w, cfg, vocab, precision="int8", options=GraphOptions(gemm_gates=True))
+    assert "Gemm" not in [n.op_type for n in model.graph.node]
     assert rollout_diff(model, w, cfg) < 1e-5
 
 
@@ -95,9 +108,10 @@ def test_wrong_formulas_differ(fused):
 
 
 @pytest.mark.parametrize("mode", ["weights", "full"])
-def test_fp16_graph_is_close_and_keeps_float32_interface(mode):
+@pytest.mark.parametrize("gemm", [True, False])
+def test_fp16_graph_is_close_and_keeps_float32_interface(mode, gemm):
     w, cfg, vocab = setup(2)
-    model = build_graph(w, cfg, vocab, precision="fp16", options=GraphOptions(fp16=mode))
+    model = build_graph(w, cfg, vocab, precision="fp16", options=GraphOptions(fp16=mode, gemm_gates=gemm))
     onnx.checker.check_model(model, full_check=True)
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     for vi in list(model.graph.input[1:]) + list(model.graph.output):

@@ -62,6 +62,32 @@ def test_fused_float32_kernel_matches_nn_gru():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fused_bf16_gemms_stay_close_to_float32(layers):
+    """--precision bf16 on CPU: bfloat16 products (8-bit mantissa), float32 sums, state and
+    gates. Loss and every gradient stay within bf16 rounding of the float32 path's, and the
+    path is deterministic (resume depends on it)."""
+    torch.manual_seed(0)
+    model = CharGRU(ModelConfig(65, 32, 128, layers=layers)).train()
+    tokens, targets = torch.randint(0, 65, (40, 8)), torch.randint(0, 65, (40, 8))
+    h0 = torch.randn(layers, 8, 128)
+    results = []
+    for bf16 in (False, True, True):
+        model.bf16 = bf16
+        loss, h = model.loss(tokens, targets, h0)
+        grads = torch.autograd.grad(loss + h.square().mean(), list(model.parameters()))
+        results.append((loss, h, grads))
+    (l32, h32, g32), (l16, h16, g16), (l16b, h16b, g16b) = results
+    assert l16.dtype == torch.float32 and h16.dtype == torch.float32
+    assert abs(l16.item() - l32.item()) < 5e-3 * l32.item()
+    assert (h16 - h32).abs().max() < 0.05
+    for a, b in zip(g16, g32):
+        assert (a - b).norm() < 0.03 * b.norm() + 1e-6, ((a - b).norm(), b.norm())
+    assert l16b.item() == l16.item() and torch.equal(h16b, h16)
+    assert all(torch.equal(a, b) for a, b in zip(g16, g16b))
+    assert l16.item() != l32.item()  # it did run in bf16
+
+
 def test_gru_kernel_rejects_wrong_shapes():
     from chargen.train import _gru
 
