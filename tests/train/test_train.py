@@ -50,8 +50,9 @@ RECIPE = ["--max-steps", "16", "--eval-interval", "4", "--schedule", "cosine", "
           "--dropout", "0.2", "--layers", "2", "--seed", "7"]
 
 
-@pytest.mark.parametrize("extra", [[], ["--stateful", "--state-reset", "0.25"], ["--ema", "0.9", "--input-dropout", "0.1"]],
-                         ids=["windowed", "stateful", "ema-input-dropout"])
+@pytest.mark.parametrize("extra", [[], ["--stateful", "--state-reset", "0.25"], ["--ema", "0.9", "--input-dropout", "0.1"],
+                                   ["--precision", "fp32"], ["--precision", "bf16"]],
+                         ids=["windowed", "stateful", "ema-input-dropout", "fp32", "bf16"])
 def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file, extra):
     # stateful: the hidden states the streams carry must survive the stop too
     straight, split_run = tmp_path / "straight", tmp_path / "split"
@@ -68,6 +69,19 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, corpus_file, extra):
         assert torch.equal(a[key], b[key]), key
     steps = [json.loads(line)["step"] for line in (split_run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(tmp_path, corpus_file):
+    from chargen.train.loop import cpu_has_bf16
+
+    native = "bf16 GEMMs" if cpu_has_bf16() else "float32"
+    for precision, expected in (("fp32", "float32"), ("bf16", "bf16 GEMMs"), ("auto", native)):
+        out = tmp_path / precision
+        r = gen("train", "--data", corpus_file, "--out", out, *TINY, "--max-steps", "2", "--eval-interval", "2",
+                "--precision", precision)
+        assert r.returncode == 0, r.stderr
+        assert expected in r.stdout.splitlines()[0] + r.stdout.splitlines()[1], r.stdout
+        assert torch.load(out / "last.pt", weights_only=True)["train_config"]["precision"] == precision
 
 
 def test_ema_checkpoint_holds_the_average_it_evaluated(tmp_path, corpus_file):
@@ -167,6 +181,7 @@ def test_bad_input_gets_one_line_errors(tmp_path, corpus_file):
         (["--data", corpus_file, "--val-fraction", "1.5"], "--val-fraction"),
         (["--data", corpus_file, "--val-fraction", "0"], "--val-fraction"),
         (["--data", corpus_file, "--device", "tpu"], "--device"),
+        (["--data", corpus_file, "--precision", "fp8"], "--precision"),
         (["--data", corpus_file, "--out", tmp_path / "none", "--resume"], "--resume"),
         (["--data", corpus_file, "--preset", "huge"], "preset"),
     ]
