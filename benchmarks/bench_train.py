@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from chargen.train.loop import usable_cores
 from chargen.train.model import CharGRU, ModelConfig
 
 
@@ -79,7 +79,7 @@ def main():
 
     base = CharGRU(ModelConfig(V))
     batches = [batch() for _ in range(args.steps)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     loops = {  # name: (fused, torch threads, bf16)
         f"plain PyTorch loop (nn.GRU, {cores} threads)": (False, cores, False),
         "chargen, --precision fp32 (OpenBLAS)": (True, 1, False),

@@ -58,6 +58,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (x86 AVX512_BF16 or AMX, Arm BF16).
     Elsewhere oneDNN emulates it, slower than float32."""
@@ -314,7 +319,7 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         total_steps = min(total_steps, config.max_steps)
 
     bf16 = resolve_bf16(config.precision, device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     # float32 on CPU: the recurrent GEMMs run in numpy's OpenBLAS on every core, and
     # torch's own pool would only spin against it (measured: 2.5x slower with both at 2);
     # bf16: every GEMM is torch's (oneDNN), so torch gets the cores
