@@ -146,7 +146,8 @@ class FusedGRU(torch.autograd.Function):
         if bf16:
             # bf16 GEMMs through torch (oneDNN: avx512_bf16 / AMX), float32 accumulation;
             # the state, the gates and everything outside the products stay float32
-            w_t = w_hh.detach().to(torch.bfloat16).t()  # w_t: (H, 3H)
+            ctx.w_bf = w_hh.detach().to(torch.bfloat16)  # w_bf: (3H, H), the backward's too
+            w_t = ctx.w_bf.t()  # w_t: (H, 3H)
             h_bf, gh_bf = torch.empty(B, H, dtype=torch.bfloat16), torch.empty(B, 3 * H, dtype=torch.bfloat16)
             gh_t = torch.from_numpy(gh)
         else:
@@ -175,7 +176,7 @@ class FusedGRU(torch.autograd.Function):
         d_gh_ = _scratch(ctx.scratch, ctx.name + "d_gh", (T, B, 3 * H), out_.dtype)
         d_gi, d_gh = torch.from_numpy(d_gi_), torch.from_numpy(d_gh_)
         if ctx.bf16:
-            w_bf = w_hh.to(torch.bfloat16)  # w_bf: (3H, H)
+            w_bf = ctx.w_bf  # w_bf: (3H, H), rounded once in the forward
             dgh_bf, dh_bf = torch.empty(B, 3 * H, dtype=torch.bfloat16), torch.empty(B, H, dtype=torch.bfloat16)
             dh_rec_t = torch.from_numpy(dh_rec)
         for t in range(T - 1, -1, -1):
