@@ -5,12 +5,14 @@
     python benchmarks/bench_runtime.py --json out.json  # + the figures as JSON
 
 Measured (chars/s; per step: one graph run + one draw for every stream):
-  runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8)
+  runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8, int8-dynamic)
   ort+numpy     a plain loop: session.run(feeds) + numpy softmax + np.random.choice
   torch eager   nn.Embedding + nn.GRU + nn.Linear, one step at a time, torch.multinomial
+  floor         the step's weight read alone: the same weight matrices as MatMuls in one graph,
+                run the same way (the ceiling for fp32; "% of floor" = floor time / step time)
 The weights are random (speed does not depend on them); the graph comes from
 chargen.export.graph.build_step_graph, int8 from chargen.export.onnx_export.quantize_int8
-(or onnxruntime's quantize_dynamic where export has none).
+(int8: MatMulNBits, the export's default; int8-dynamic: --int8-kernel dynamic).
 """
 
 from __future__ import annotations
@@ -32,30 +34,45 @@ def build_models(tmp: Path, E: int, H: int, L: int):
     import onnx
 
     from chargen.export.graph import build_step_graph, random_weights
+    from chargen.export.onnx_export import quantize_int8
     from chargen.runtime.contract import Vocab
 
     vocab = Vocab.from_text(ALPHABET)
     config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
     weights = random_weights(len(vocab), E, H, L)
-    fp32 = build_step_graph(weights, config, vocab, corpus="random", precision="fp32")
-    paths = {"fp32": tmp / "fp32.onnx"}
-    onnx.save(fp32, paths["fp32"])
-    try:
-        from chargen.export.onnx_export import quantize_int8
-
-        int8 = quantize_int8(build_step_graph(weights, config, vocab, corpus="random", precision="int8"))
-    except ImportError:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        src = tmp / "int8_src.onnx"
-        onnx.save(build_step_graph(weights, config, vocab, corpus="random", precision="int8"), src)
-        quantize_dynamic(src, tmp / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
-                         reduce_range=True, weight_type=QuantType.QInt8)
-        int8 = None
-    paths["int8"] = tmp / "int8.onnx"
-    if int8 is not None:
-        onnx.save(int8, paths["int8"])
+    int8_src = build_step_graph(weights, config, vocab, corpus="random", precision="int8")
+    models = {
+        "fp32": build_step_graph(weights, config, vocab, corpus="random", precision="fp32"),
+        "int8": quantize_int8(int8_src),  # the export's default: MatMulNBits
+        "int8-dynamic": quantize_int8(int8_src, kernel="dynamic"),
+    }
+    paths = {}
+    for name, proto in models.items():
+        paths[name] = tmp / f"{name}.onnx"
+        onnx.save(proto, paths[name])
+    paths["floor"] = tmp / "floor.onnx"
+    onnx.save(floor_graph(weights, L), paths["floor"])
     return paths, weights, config, vocab
+
+
+def floor_graph(weights: dict, L: int):
+    """The weight read a step cannot avoid, and nothing else: h (B, H) times every layer's
+    recurrent [H, 3H] matrix (and the deeper layers' input ones) and the head's [H, V], as
+    MatMuls in one graph. Its step time is this machine's ceiling for the fp32 step, measured
+    in the same run as the runtime (the issue's '80% of the ceiling')."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    mats = [weights[f"rnn.weight_hh_l{k}"].T for k in range(L)]
+    mats += [weights[f"rnn.weight_ih_l{k}"].T for k in range(1, L)]
+    mats.append(weights["head.weight"].T)
+    H = mats[0].shape[0]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(m, np.float32), f"w{i}") for i, m in enumerate(mats)]
+    nodes = [helper.make_node("MatMul", ["h", f"w{i}"], [f"y{i}"]) for i in range(len(mats))]
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["batch", m.shape[1]]) for i, m in enumerate(mats)]
+    graph = helper.make_graph(nodes, "floor", [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", H])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 class Timed:
@@ -119,6 +136,9 @@ def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None
 
 
 # ------------------------------------------------------------------------------ the contenders
+PRECISIONS = ("fp32", "int8", "int8-dynamic")
+FLOOR = "floor: the weight read alone (MatMuls)"
+
 def runtime_generator(path, B, threads=None, session_config=None):
     from chargen.runtime import GenerationOptions, Generator, Model
 
@@ -126,6 +146,24 @@ def runtime_generator(path, B, threads=None, session_config=None):
     g = Generator(model, GenerationOptions(seed=0), batch_size=B)
     g.feed("ROMEO: ")
     return g
+
+
+def floor_step(path, B, H):
+    """The floor graph through IOBinding, bound once, with the runtime's session options."""
+    import onnxruntime as ort
+
+    from chargen.runtime.model import _session_options
+
+    session = ort.InferenceSession(os.fspath(path), _session_options(ort, None), providers=["CPUExecutionProvider"])
+    binding = session.io_binding()
+    binding.bind_cpu_input("h", np.random.default_rng(0).standard_normal((B, H)).astype(np.float32))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    session.run_with_iobinding(binding)
+    for out, value in zip(session.get_outputs(), binding.get_outputs()):
+        binding.bind_ortvalue_output(out.name, value)  # reuse the buffers, as the runtime does
+    run, inner = session._sess.run_with_iobinding, binding._iobinding
+    return lambda: run(inner, None)
 
 
 def ort_numpy_step(path, B, L, H, V):
@@ -206,24 +244,27 @@ def main(argv=None) -> dict:
         r = {"name": name, "batch": B, **r}
         results["rows"].append(r)
         split = ""
+        if "floor_fraction" in r:
+            split += f"  {r['floor_fraction']:5.0%} of floor"
         if "graph_us" in r:
             split = f"   graph {r['graph_us']:8.1f}  sampler {r['sampler_us']:6.2f}  rest {r['rest_us']:6.1f} us"
-        print(f"{name:<34} B={B:<3} {r['chars_per_s']:>11,.0f} chars/s  {r['step_us']:9.1f} us/step{split}", flush=True)
+        print(f"{name:<40} B={B:<3} {r['chars_per_s']:>11,.0f} chars/s  {r['step_us']:9.1f} us/step{split}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="chargen-bench-") as tmp:
         paths, weights, config, vocab = build_models(Path(tmp), args.embedding_dim, args.hidden_size, args.layers)
         L, H, V = args.layers, args.hidden_size, len(vocab)
         for B in batches:
-            gens = {f"runtime {p} (default options)": runtime_generator(paths[p], B) for p in ("fp32", "int8")}
+            gens = {f"runtime {p} (default options)": runtime_generator(paths[p], B) for p in PRECISIONS}
             if args.sweep:
                 for threads in (1, 2):
                     for spin in ("0", "1"):
-                        for p in ("fp32", "int8"):
+                        for p in PRECISIONS:
                             gens[f"runtime {p} threads={threads} spin={spin}"] = runtime_generator(
                                 paths[p], B, threads, {"session.intra_op.allow_spinning": spin})
             contenders = {name: Timed(g.step) for name, g in gens.items()}
             splits = {name: Split(g) for name, g in gens.items()}
             contenders.update({name + " #split": sp for name, sp in splits.items()})
+            contenders[FLOOR] = Timed(floor_step(paths["floor"], B, H))
             contenders["ort+numpy fp32 (session.run loop)"] = Timed(ort_numpy_step(paths["fp32"], B, L, H, V))
             if not args.no_torch:
                 contenders["torch eager fp32 (nn.GRU step)"] = Timed(torch_step(weights, config, B))
@@ -232,11 +273,24 @@ def main(argv=None) -> dict:
                 if name.endswith(" #split"):
                     continue
                 r = {"chars_per_s": B / c.best, "step_us": c.best * 1e6}
+                if name.startswith("runtime fp32"):
+                    r["floor_fraction"] = contenders[FLOOR].best / c.best
                 if name in splits:
                     sp = splits[name]
                     r.update(graph_us=sp.graph_us, sampler_us=sp.sampler_us,
                              rest_us=max(0.0, r["step_us"] - sp.graph_us - sp.sampler_us))
                 row(name, B, r)
+            best = {name: c.best for name, c in contenders.items()}
+            fp32 = best["runtime fp32 (default options)"]
+            ratios = {
+                "int8 / fp32": fp32 / best["runtime int8 (default options)"],
+                "int8-dynamic / fp32": fp32 / best["runtime int8-dynamic (default options)"],
+                "fp32 / ort+numpy": best["ort+numpy fp32 (session.run loop)"] / fp32,
+                "fp32 / floor": best[FLOOR] / fp32,
+            }
+            results.setdefault("ratios", {})[str(B)] = ratios
+            print(f"B={B} speed ratios: " + ", ".join(f"{k} {v:.2f}x" if "floor" not in k else f"{k} {v:.0%}"
+                                                      for k, v in ratios.items()), flush=True)
             del gens, contenders
         cs = cold_start(paths["fp32"])
         results["cold_start"] = cs

@@ -108,10 +108,13 @@ def export(
     precision: Annotated[str, typer.Option(help="fp32, fp16 (half the size) or int8 (a quarter; recurrent weights quantized).")] = "fp32",
     data: Annotated[Optional[Path], typer.Option(help="Text to check the export on (its validation split). Default: the checkpoint's corpus if found, else a pseudo-random sequence.")] = None,
     check_steps: Annotated[int, typer.Option(help="Teacher-forced steps of the parity check, per stream.")] = 1000,
+    int8_kernel: Annotated[str, typer.Option(help="For --precision int8: nbits (onnxruntime's MatMulNBits: faster and closer to fp32 on CPUs with int8 dot products, onnxruntime >= 1.22 on x86-64, >= 1.23 on ARM64) or dynamic (MatMulInteger: full speed on any CPU and onnxruntime, e.g. a Raspberry Pi 4).")] = "nbits",
 ):
     """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
+    if int8_kernel not in ("nbits", "dynamic"):
+        fail(f"unknown --int8-kernel {int8_kernel!r}; use nbits or dynamic")
     if check_steps < 1000:
         fail(f"--check-steps must be at least 1000, got {check_steps}")
     from chargen.export.cli_support import print_export
@@ -123,7 +126,7 @@ def export(
     try:
         with console.status("exporting", spinner="dots") as status:
             result = export_checkpoint(
-                output, checkpoint, precision, data=data, steps=check_steps,
+                output, checkpoint, precision, data=data, steps=check_steps, int8_kernel=int8_kernel,
                 status=lambda msg: status.update(msg),
             )
     except ExportError as e:
@@ -179,12 +182,22 @@ _MODEL_HELP = "The .onnx model written by `gen export` (it carries its own vocab
 
 def _load_model(path: Path, device: str, threads: Optional[int]):
     """Model.load with every expected failure as a one-line error."""
-    from chargen.runtime.model import DeviceError, Model, ModelError
+    import warnings
+
+    from chargen.runtime.model import DeviceError, Model, ModelError, SlowModelWarning
 
     try:
-        return Model.load(path, device=device, threads=threads)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SlowModelWarning)
+            model = Model.load(path, device=device, threads=threads)
     except (ModelError, DeviceError, ImportError, ValueError) as e:
         fail(str(e))
+    for w in caught:
+        if issubclass(w.category, SlowModelWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return model
 
 
 def _quiet_broken_pipe() -> None:

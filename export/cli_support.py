@@ -29,7 +29,10 @@ def print_export(result, console: Console | None = None) -> None:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("file", f"{escape(str(result.path))} ({_size(result.size_bytes)}, {result.precision}, weights inside)")
+    kind = result.precision
+    if getattr(result, "int8_kernel", None):
+        kind += {"nbits": " MatMulNBits", "dynamic": " MatMulInteger"}.get(result.int8_kernel, f" {result.int8_kernel}")
+    t.add_row("file", f"{escape(str(result.path))} ({_size(result.size_bytes)}, {kind}, weights inside)")
     t.add_row("from", escape(str(result.checkpoint)))
     model = (
         f"{result.parameters:,} parameters: E={c['embedding_dim']} H={c['hidden_size']} L={c['layers']}, "

@@ -16,6 +16,7 @@ _LAZY = {
     "Model": "chargen.runtime.model",
     "ModelError": "chargen.runtime.model",
     "DeviceError": "chargen.runtime.model",
+    "SlowModelWarning": "chargen.runtime.model",
     "Generator": "chargen.runtime.generator",
     "GenerationOptions": "chargen.runtime.generator",
     "GeneratorState": "chargen.runtime.generator",

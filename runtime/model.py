@@ -38,6 +38,10 @@ class DeviceError(RuntimeError):
     """The device asked for is not usable here; the message is one line."""
 
 
+class SlowModelWarning(RuntimeWarning):
+    """The model loads but onnxruntime will run it far below its speed here; one line."""
+
+
 def import_onnxruntime(device: str = "cpu"):
     """onnxruntime, or an ImportError that says how to install it."""
     try:
@@ -196,6 +200,16 @@ class Model:
         vocab_size = _dim(logits_shape[1], config.get("vocab_size", len(vocab)), "vocab_size", path)
         if vocab_size != len(vocab):
             raise ModelError(f"{path}: the graph has {vocab_size} logits but the vocabulary {len(vocab)} symbols")
+        if device == "cpu" and meta.get(contract.META_INT8_KERNEL) == "nbits":
+            why = nbits_slow_reason(*_platform_facts(ort))
+            if why:
+                import warnings
+
+                warnings.warn(
+                    f"{path}: this int8 model uses onnxruntime's MatMulNBits, which has no int8 kernel "
+                    f"here ({why}): each step dequantizes the weights and runs ~100x slower; re-export "
+                    "with `gen export --precision int8 --int8-kernel dynamic` (or use the fp32 model)",
+                    SlowModelWarning, stacklevel=3)
         return cls(session, path=path, device=device, metadata=meta, vocab=vocab, config=config,
                    num_layers=num_layers, hidden_size=hidden, cuda_graph=cuda_graph, ort=ort)
 
@@ -229,13 +243,65 @@ def _dim(graph_dim, config_value, name: str, path) -> int:
     return int(config_value)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def nbits_slow_reason(machine: str, cpu_features: set[str], ort_version: str) -> str | None:
+    """Why onnxruntime would run an 8-bit MatMulNBits (accuracy level 4) through its slow
+    dequantize-every-call path on this CPU, or None where it has an int8 kernel: x86-64 with
+    AVX2 from onnxruntime 1.22 (AVX2, AVX-512, AVX-512 VNNI kernels), ARM64 with the dot-product
+    instructions from 1.23. cpu_features: numpy's names (AVX2, ASIMDDP)."""
+    arch = machine.lower()
+    version = _version(ort_version)
+    if arch in ("x86_64", "amd64", "x64"):
+        if "AVX2" not in cpu_features:
+            return "the CPU has no AVX2"
+        if version and version < (1, 22):
+            return f"onnxruntime {ort_version} predates its 8-bit x86 kernels (1.22)"
+        return None
+    if arch in ("aarch64", "arm64"):
+        if "ASIMDDP" not in cpu_features:
+            return "the CPU has no int8 dot-product instructions (ARMv8.2 dotprod)"
+        if version and version < (1, 23):
+            return f"onnxruntime {ort_version} predates its 8-bit ARM64 kernels (1.23)"
+        return None
+    return f"no 8-bit kernel for {machine or 'this architecture'}"
+
+
+def _platform_facts(ort) -> tuple[str, set[str], str]:
+    """(machine, CPU features as numpy detected them, onnxruntime version)."""
+    import platform
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            features = {}
+    return platform.machine(), {k for k, on in features.items() if on}, getattr(ort, "__version__", "")
+
+
 def _make_session(ort, path: Path, so, providers):
     return ort.InferenceSession(os.fspath(path), sess_options=so, providers=providers, enable_fallback=0)
 
 
-def _open_error(path: Path, e: Exception) -> ModelError:
+def _open_error(path: Path, e: Exception, ort_version: str = "") -> ModelError:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     lowered = text.lower()
+    if "matmulnbits" in lowered:
+        return ModelError(
+            f"{path}: this int8 model uses MatMulNBits with 8-bit weights, which onnxruntime {ort_version} "
+            "cannot run (it needs 1.22 or later; 1.23 on ARM64): upgrade onnxruntime, or re-export with "
+            f"`gen export --precision int8 --int8-kernel dynamic` ({text[:160]})"
+        )
     if "protobuf" in lowered or "parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered:
         return ModelError(f"{path} is not an ONNX model (onnxruntime cannot parse it)")
     return ModelError(f"{path}: onnxruntime cannot load it: {text}")
@@ -271,7 +337,7 @@ def _open_session(ort, path: Path, so, device: str, cuda_graph: bool):
             if session is not None and session.get_providers()[:1] == ["CUDAExecutionProvider"]:
                 return session, "cuda", graph
             if error is not None and not _is_provider_error(error):
-                raise _open_error(path, error)
+                raise _open_error(path, error, ort.__version__)
             if device == "cuda":
                 why = f": {str(error).splitlines()[0]}" if error is not None else ""
                 raise DeviceError(f"device='cuda' but onnxruntime could not start its CUDA provider (no usable GPU or CUDA libraries){why}; use device='cpu' or 'auto'")
@@ -284,7 +350,7 @@ def _open_session(ort, path: Path, so, device: str, cuda_graph: bool):
     try:
         return _make_session(ort, path, so, cpu), "cpu", False
     except Exception as e:  # noqa: BLE001
-        raise _open_error(path, e) from None
+        raise _open_error(path, e, ort.__version__) from None
 
 
 _preloaded = False

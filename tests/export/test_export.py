@@ -109,22 +109,47 @@ def test_check_text_uses_the_validation_split(checkpoint_path, corpus_file):
     assert (a == b).all() and len(a) == 1001
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_fp16_and_int8_exports_run_and_report(precision, checkpoint_path, corpus_file, tmp_path):
+@pytest.mark.parametrize("precision, kernel", [("fp16", None), ("int8", "nbits"), ("int8", "dynamic")])
+def test_fp16_and_int8_exports_run_and_report(precision, kernel, checkpoint_path, corpus_file, tmp_path):
     fp32 = export_checkpoint(tmp_path / "fp32.onnx", checkpoint_path, data=corpus_file)
-    r = export_checkpoint(tmp_path / f"{precision}.onnx", checkpoint_path, precision, data=corpus_file)
+    r = export_checkpoint(tmp_path / f"{precision}.onnx", checkpoint_path, precision, data=corpus_file,
+                          int8_kernel=kernel or "nbits")
     p = r.parity
     assert p.passed and np.isfinite(p.max_logit_diff) and p.max_logit_diff > 0
     # the tiny model (H=32) is barely trained: int8 there costs ~0.000 nats with reduce_range
     # weights and the float32 head; the 0.02 budget is the export's own limit.
     assert p.loss_increase <= MAX_LOSS_INCREASE
     assert r.size_bytes < fp32.size_bytes
-    assert meta_of(r.path)[contract.META_PRECISION] == precision
-    ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
-    if precision == "int8":
+    meta = meta_of(r.path)
+    assert meta[contract.META_PRECISION] == precision
+    assert meta.get(contract.META_INT8_KERNEL) == kernel and r.int8_kernel == kernel
+    graph = onnx.load(str(r.path)).graph
+    ops = {n.op_type for n in graph.node}
+    if kernel == "nbits":
+        assert "MatMulNBits" in ops and not ops & {"MatMulInteger", "DynamicQuantizeLinear"}
+        nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+        assert (attrs["bits"], attrs["accuracy_level"]) == (8, 4)
+    elif kernel == "dynamic":
         assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops or "MatMulIntegerToFloat" in ops
+        assert "MatMulNBits" not in ops
     else:
-        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in onnx.load(str(r.path)).graph.initializer)
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    if precision == "int8":  # the head stays a float32 MatMul: its error would go straight into the logits
+        assert any(n.op_type == "MatMul" and n.name == "head_matmul" for n in graph.node)
+
+
+def test_nbits_int8_is_closer_to_torch_than_dynamic(checkpoint_path, corpus_file, tmp_path):
+    """Why nbits is the default: per-block scales over a per-channel 7-bit range."""
+    r = {k: export_checkpoint(tmp_path / f"{k}.onnx", checkpoint_path, "int8", data=corpus_file, int8_kernel=k)
+         for k in ("nbits", "dynamic")}
+    assert r["nbits"].parity.max_logit_diff < r["dynamic"].parity.max_logit_diff
+
+
+def test_unknown_int8_kernel_is_refused(checkpoint_path, tmp_path):
+    with pytest.raises(ExportError, match="unknown int8 kernel 'int4'"):
+        export_checkpoint(tmp_path / "m.onnx", checkpoint_path, "int8", int8_kernel="int4")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,27 @@ def test_export_prints_a_summary(exported):
         assert needle in stdout, needle
 
 
+@pytest.mark.parametrize("kernel, op", [(None, "MatMulNBits"), ("dynamic", "MatMulInteger")])
+def test_export_int8_kernels_then_sample(kernel, op, checkpoint_path, corpus_file, tmp_path, monkeypatch):
+    """--precision int8 takes MatMulNBits unless --int8-kernel dynamic; gen sample runs either, and
+    warns in one line where onnxruntime has no int8 kernel for MatMulNBits (simulated CPU facts)."""
+    out = tmp_path / "int8.onnx"
+    args = ["export", out, "--checkpoint", checkpoint_path, "--data", corpus_file, "--precision", "int8"]
+    r = invoke(*args, *(["--int8-kernel", kernel] if kernel else []))
+    assert r.exit_code == 0, r.output
+    assert f"int8 {op}" in r.stdout
+    assert op in {n.op_type for n in onnx.load(str(out)).graph.node}
+    from chargen.runtime import model as model_module
+
+    monkeypatch.setattr(model_module, "_platform_facts", lambda ort: ("aarch64", {"ASIMD"}, "1.32.0"))
+    r = invoke("sample", "--model", out, "--start", "ab", "--length", "20", "--seed", "1")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("ab") and len(r.stdout) >= 22  # start + 20 generated (+ a final newline)
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == (1 if op == "MatMulNBits" else 0), r.stderr
+    assert all("--int8-kernel dynamic" in line for line in warned)
+
+
 def test_eval_onnx_and_checkpoint_agree(exported, checkpoint_path, corpus_file):
     out, _ = exported
     a = invoke("eval", "--model", out, "--data", corpus_file)
@@ -127,7 +148,8 @@ def _not_checkpoint(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "not-checkpoint", "text-file", "no-folder", "precision", "no-runs"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "not-checkpoint", "text-file", "no-folder", "precision",
+                                  "int8-kernel", "no-runs"])
 def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     args = ["export", out, "--checkpoint", checkpoint_path]
@@ -138,6 +160,7 @@ def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
         "text-file": "corrupt or truncated",
         "no-folder": "does not exist",
         "precision": "unknown precision",
+        "int8-kernel": "unknown --int8-kernel 'int4'; use nbits or dynamic",
         "no-runs": "no checkpoint found",
     }
     if case == "missing":
@@ -154,6 +177,8 @@ def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
         args[1] = out
     elif case == "precision":
         args += ["--precision", "fp8"]
+    elif case == "int8-kernel":
+        args += ["--precision", "int8", "--int8-kernel", "int4"]
     elif case == "no-runs":
         monkeypatch.chdir(tmp_path)
         args = ["export", out]

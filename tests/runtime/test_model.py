@@ -262,3 +262,97 @@ def test_cuda_listed_but_not_really_usable(model_path):
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout == ""
+
+
+# ---------------------------------------------------------------- int8 with MatMulNBits
+def _int8_nbits_path(tmp_path, kernel="nbits"):
+    pytest.importorskip("onnxruntime.quantization")
+    from chargen.export.onnx_export import quantize_int8
+
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=64, layers=2, dropout=0.0)
+    weights = random_weights(len(vocab), 16, 64, 2, 3)
+    proto = quantize_int8(build_step_graph(weights, config, vocab, corpus="test", precision="int8"), kernel=kernel)
+    fp32 = build_step_graph(weights, config, vocab, corpus="test")
+    paths = tmp_path / f"int8-{kernel}.onnx", tmp_path / "fp32.onnx"
+    onnx.save(proto, paths[0])
+    onnx.save(fp32, paths[1])
+    return paths
+
+
+def test_int8_nbits_model_loads_and_tracks_fp32(tmp_path):
+    """The default int8 export runs through the runtime and stays near the float32 graph over a
+    rollout; where this CPU has onnxruntime's 8-bit kernel, loading it warns of nothing."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from chargen.runtime import GenerationOptions, Model, SlowModelWarning
+    from chargen.runtime.model import _platform_facts, nbits_slow_reason
+
+    int8_path, fp32_path = _int8_nbits_path(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m8 = Model.load(int8_path, device="cpu")
+    slow = [w for w in caught if issubclass(w.category, SlowModelWarning)]
+    assert bool(slow) == bool(nbits_slow_reason(*_platform_facts(ort)))
+    assert m8.precision == "int8" and m8.metadata[contract.META_INT8_KERNEL] == "nbits"
+    m32 = Model.load(fp32_path, device="cpu")
+    text = (ALPHABET * 4)[:200]
+    g8, g32 = (m.generator(GenerationOptions(seed=1)) for m in (m8, m32))
+    g8.feed("\n")
+    g32.feed("\n")
+    worst = float(np.abs(g8.logits - g32.logits).max())
+    for ch in text:  # teacher-forced: the same input every step, so the states may drift only by rounding
+        g8.advance([m8.vocab.encode(ch)[0]])
+        g32.advance([m32.vocab.encode(ch)[0]])
+        worst = max(worst, float(np.abs(g8.logits - g32.logits).max()))
+    assert 0 < worst < 0.1
+
+
+def test_int8_nbits_warns_where_onnxruntime_has_no_kernel(tmp_path, monkeypatch):
+    """On a CPU without int8 dot products (a Raspberry Pi 4's Cortex-A72, say) onnxruntime runs
+    MatMulNBits by dequantizing every call: the load says so, once, and still works."""
+    import warnings
+
+    from chargen.runtime import Model, SlowModelWarning
+    from chargen.runtime import model as model_module
+
+    int8_path, fp32_path = _int8_nbits_path(tmp_path)
+    monkeypatch.setattr(model_module, "_platform_facts", lambda ort: ("aarch64", {"ASIMD"}, "1.32.0"))
+    with pytest.warns(SlowModelWarning, match=r"no int8 kernel here \(the CPU has no int8 dot-product.*--int8-kernel dynamic"):
+        m = Model.load(int8_path, device="cpu")
+    assert len(m.generator().generate("ROMEO", 5)[0]) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fp32 and the portable int8 never warn
+        Model.load(fp32_path, device="cpu")
+        Model.load(_int8_nbits_path(tmp_path, "dynamic")[0], device="cpu")
+
+
+@pytest.mark.parametrize("machine, features, version, slow", [
+    ("x86_64", {"AVX2", "AVX512VNNI"}, "1.32.0", None),
+    ("AMD64", {"AVX2"}, "1.22.0", None),
+    ("x86_64", {"AVX", "SSE42"}, "1.32.0", "no AVX2"),
+    ("x86_64", {"AVX2"}, "1.21.1", "predates its 8-bit x86 kernels"),
+    ("aarch64", {"ASIMD", "ASIMDDP"}, "1.23.2", None),
+    ("arm64", {"ASIMD", "ASIMDDP"}, "1.22.0", "predates its 8-bit ARM64 kernels"),
+    ("aarch64", {"ASIMD"}, "1.32.0", "no int8 dot-product"),
+    ("armv7l", {"NEON"}, "1.32.0", "no 8-bit kernel for armv7l"),
+    ("x86_64", {"AVX2"}, "1.24.0.dev20260101", None),
+])
+def test_nbits_slow_reason(machine, features, version, slow):
+    from chargen.runtime.model import nbits_slow_reason
+
+    why = nbits_slow_reason(machine, features, version)
+    assert (why is None) if slow is None else (slow in why)
+
+
+def test_onnxruntime_without_8bit_matmulnbits_is_a_clear_error(tmp_path):
+    from chargen.runtime.model import _open_error
+
+    e = _open_error(tmp_path / "m.onnx", RuntimeError(
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: Only 4b quantization is supported "
+        "for MatMulNBits op, additional bits support is planned.\nStack trace"), "1.20.1")
+    msg = str(e)
+    assert "onnxruntime 1.20.1" in msg and "1.22 or later" in msg and "--int8-kernel dynamic" in msg
+    assert "\n" not in msg
