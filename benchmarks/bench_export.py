@@ -27,9 +27,10 @@ with the file size:
     int8-u8         the same with u8 weights, full range
     int8-head       s8 with the head's MatMul quantized too
     int8-nofold, int8-2mm   the int8 export of those layouts
-    int8-nbits      the recurrent MatMul as onnxruntime's MatMulNBits instead (8-bit
-                    weights, symmetric blocks of 128, accuracy level 4 = int8 arithmetic):
-                    the weight-only format LLM exports use
+    int8-nbits      --int8-kernel nbits: the recurrent MatMul as onnxruntime's MatMulNBits
+                    (8-bit weights, symmetric blocks of 128, accuracy level 4 = int8
+                    arithmetic): the weight-only format LLM exports use
+    int8-nbits-head the same with the head's MatMul quantized too
 
 and the floor: numpy's 3H x H float32 matrix-vector product alone (the one
 piece of arithmetic a step cannot avoid). The machine is shared: rounds are
@@ -100,26 +101,11 @@ def build_variants(args):
         "int8-head": lambda: quantize_int8(int8_fp32, head=True),
         "int8-nofold": lambda: quantize_int8(build_graph(w, cfg, vocab, precision="int8", options=nofold)),
         "int8-2mm": lambda: quantize_int8(build_graph(w, cfg, vocab, precision="int8", options=two)),
-        "int8-nbits": lambda: _matmul_nbits(int8_fp32),
+        "int8-nbits": lambda: quantize_int8(int8_fp32, kernel="nbits"),
+        "int8-nbits-head": lambda: quantize_int8(int8_fp32, kernel="nbits", head=True),
     }
     chosen = list(makers) if args.variants == "all" else args.variants.split(",")
     return model, what, {name: makers[name]().SerializeToString() for name in chosen}
-
-
-def _matmul_nbits(model):
-    """The recurrent MatMul as com.microsoft.MatMulNBits, 8-bit (the head stays float32)."""
-    import logging
-
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    from chargen.export.graph import HEAD_MATMUL
-
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
-
-    q = MatMulNBitsQuantizer(model, bits=8, block_size=128, is_symmetric=True, accuracy_level=4,
-                             nodes_to_exclude=[HEAD_MATMUL])
-    q.process()
-    return q.model.model
 
 
 def session(data: bytes, threads: int):

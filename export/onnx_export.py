@@ -81,31 +81,34 @@ def torch_weights(model: CharGRU) -> dict[str, np.ndarray]:
     return {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-INT8_KERNELS = ("nbits", "dynamic")
+INT8_KERNELS = ("dynamic", "nbits")
+DEFAULT_INT8_KERNEL = "dynamic"  # full speed on every CPU; nbits is opt-in (see quantize_int8)
 NBITS_BLOCK = 128  # weights per scale along the input axis (measured faster than 32 and as fast as 256)
 
 
 def quantize_int8(
-    model: onnx.ModelProto, *, kernel: str = "nbits", head: bool = False, weight_type: str = "s8"
+    model: onnx.ModelProto, *, kernel: str = DEFAULT_INT8_KERNEL, head: bool = False, weight_type: str = "s8"
 ) -> onnx.ModelProto:
     """Quantize the MatMul weights of a precision="int8" step graph: the recurrent W_hh
     (and deeper layers' W_ih); the head too if `head`. The layer-0 gather table stays
     float32. Metadata is kept, and chargen.int8_kernel says which kernel:
 
-    "nbits" (default): onnxruntime's MatMulNBits, 8-bit symmetric weights with one
-        scale per block of 128 inputs (smaller for models under 128 units), accuracy_level 4 (the activations are quantized
-        to int8 per block and the products summed in int32). Measured here (AVX-512
-        VNNI) faster than "dynamic" and about 3x closer to float32 (per-block scales
-        and no unsigned-activation range limit). Needs onnxruntime >= 1.22 on x86-64
-        (an AVX2 or AVX-512 kernel) or >= 1.23 on ARM64 (dot-product instructions);
-        where its int8 kernel is missing onnxruntime silently dequantizes the weights
-        at every step, ~100x slower (chargen.runtime warns when it can tell).
-    "dynamic": onnxruntime's quantize_dynamic (MatMulInteger after a
+    "dynamic" (default): onnxruntime's quantize_dynamic (MatMulInteger after a
         DynamicQuantizeLinear, one scale per output channel): runs at full speed on
         every CPU and onnxruntime version. weight_type "s8": int8 weights with
         reduce_range (7-bit): without it, x86 CPUs lacking VNNI saturate the u8 x s8
         products (AVX2 vpmaddubsw) and the loss rises (measured +0.025 nats on the test
         model, against +0.0000 with reduce_range). "u8": uint8 weights, full range.
+    "nbits": onnxruntime's MatMulNBits, 8-bit symmetric weights with one scale per
+        block of 128 inputs (smaller for models under 128 units), accuracy_level 4 (the
+        activations are quantized to int8 per block and the products summed in int32).
+        About 3x closer to float32 than "dynamic" (per-block scales, no 7-bit range).
+        Speed depends on the CPU: measured ~20% faster than "dynamic" at batch 1 on an
+        AVX-512 VNNI EPYC, but slower at batch 64 there, and 1.4x (batch 1) to 1.8x
+        (batch 64) slower on an AVX2-only EPYC. Needs onnxruntime >= 1.22 on x86-64 or
+        >= 1.23 on ARM64 (dot-product instructions); where its int8 kernel is missing
+        onnxruntime dequantizes the weights at every step, ~100x slower
+        (chargen.runtime warns when it can tell).
     """
     if kernel not in INT8_KERNELS:
         raise ExportError(f"unknown int8 kernel {kernel!r}; use one of {', '.join(INT8_KERNELS)}")
@@ -191,7 +194,7 @@ def model_to_onnx(
     val_loss: float | None = None,
     precision: str = "fp32",
     options: GraphOptions = GraphOptions(),
-    int8_kernel: str = "nbits",
+    int8_kernel: str = DEFAULT_INT8_KERNEL,
 ) -> onnx.ModelProto:
     """The step graph of a torch CharGRU at a precision (fp32, fp16 or int8; int8_kernel: see
     quantize_int8). Raises ExportError."""
@@ -457,7 +460,7 @@ def export_checkpoint(
     steps: int = CHECK_STEPS,
     batch: int = CHECK_BATCH,
     options: GraphOptions = GraphOptions(),
-    int8_kernel: str = "nbits",
+    int8_kernel: str = DEFAULT_INT8_KERNEL,
     status=None,
 ) -> ExportResult:
     """Export a checkpoint to `output` after checking it; ExportError (one line) on any failure.

@@ -49,9 +49,9 @@ def test_export_prints_a_summary(exported):
         assert needle in stdout, needle
 
 
-@pytest.mark.parametrize("kernel, op", [(None, "MatMulNBits"), ("dynamic", "MatMulInteger")])
+@pytest.mark.parametrize("kernel, op", [(None, "MatMulInteger"), ("nbits", "MatMulNBits")])
 def test_export_int8_kernels_then_sample(kernel, op, checkpoint_path, corpus_file, tmp_path, monkeypatch):
-    """--precision int8 takes MatMulNBits unless --int8-kernel dynamic; gen sample runs either, and
+    """--precision int8 takes MatMulInteger unless --int8-kernel nbits; gen sample runs either, and
     warns in one line where onnxruntime has no int8 kernel for MatMulNBits (simulated CPU facts)."""
     out = tmp_path / "int8.onnx"
     args = ["export", out, "--checkpoint", checkpoint_path, "--data", corpus_file, "--precision", "int8"]
@@ -160,7 +160,7 @@ def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
         "text-file": "corrupt or truncated",
         "no-folder": "does not exist",
         "precision": "unknown precision",
-        "int8-kernel": "unknown --int8-kernel 'int4'; use nbits or dynamic",
+        "int8-kernel": "unknown --int8-kernel 'int4'; use dynamic or nbits",
         "no-runs": "no checkpoint found",
     }
     if case == "missing":

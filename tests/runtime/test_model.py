@@ -281,7 +281,7 @@ def _int8_nbits_path(tmp_path, kernel="nbits"):
 
 
 def test_int8_nbits_model_loads_and_tracks_fp32(tmp_path):
-    """The default int8 export runs through the runtime and stays near the float32 graph over a
+    """An nbits int8 export runs through the runtime and stays near the float32 graph over a
     rollout; where this CPU has onnxruntime's 8-bit kernel, loading it warns of nothing."""
     import warnings
 
