@@ -4,7 +4,7 @@
 
 1. Load the checkpoint (default: the best checkpoint of the most recent run).
 2. Build the step graph from plain ops (chargen.export.graph); for int8,
-   quantize its MatMul weights (onnxruntime's MatMulNBits, or quantize_dynamic).
+   quantize its MatMul weights (quantize_dynamic by default, or MatMulNBits).
 3. Check it: onnx.checker (full_check), then onnxruntime against the torch
    model (CharGRU in eval mode, nn.GRU path), teacher-forced over >= 1,000
    steps at batch 1 and at batch 4 (streams at different offsets) on the
@@ -469,7 +469,7 @@ def export_checkpoint(
     data: the corpus to check on (default: the checkpoint's, if it can be found).
     status: optional callable(str) told what is happening.
     options: how the graph is written (tests pass deliberately wrong ones).
-    int8_kernel: "nbits" or "dynamic", for precision int8 (see quantize_int8).
+    int8_kernel: "dynamic" (default) or "nbits", for precision int8 (see quantize_int8).
     """
     t0 = time.perf_counter()
     say = status or (lambda _msg: None)

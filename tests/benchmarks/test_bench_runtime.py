@@ -1,0 +1,44 @@
+"""benchmarks/bench_runtime.py end to end on a tiny model: every contender runs, the floor is
+timed, and the ratios the README quotes come out of one run."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime.quantization")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_runtime.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_runtime", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_runtime_reports_every_contender_and_ratio(tmp_path, capsys):
+    bench = load_script()
+    out = tmp_path / "figures.json"
+    results = bench.main(["--embedding-dim", "8", "--hidden-size", "32", "--seconds", "0.05",
+                          "--batch", "1", "--batch", "3", "--json", str(out)])
+    assert out.exists()
+    names = {(r["name"], r["batch"]) for r in results["rows"]}
+    for B in (1, 3):
+        for p in bench.PRECISIONS:
+            assert (f"runtime {p} (default options)", B) in names
+        for other in (bench.FLOOR, "ort+numpy fp32 (session.run loop)", "torch eager fp32 (nn.GRU step)"):
+            assert (other, B) in names
+        for kind in ("best", "median"):
+            ratios = results["ratios"][str(B)][kind]
+            assert set(ratios) == {"int8 / fp32", "int8-nbits / fp32", "fp32 / ort+numpy", "fp32 / floor"}
+            assert all(math.isfinite(v) and v > 0 for v in ratios.values())
+    for r in results["rows"]:
+        assert r["chars_per_s"] > 0 and r["step_us"] <= r["median_step_us"]
+        if r["name"] == bench.FLOOR:
+            assert 0 < r["floor_fraction"] and r["fp32_beside_us"] > 0
+    assert results["cold_start"]["torch_imported"] is False
+    printed = capsys.readouterr().out
+    assert "B=1 speed ratios (median slices)" in printed and "cold start" in printed
