@@ -5,6 +5,7 @@ Each command imports its stage lazily, so `gen sample` never loads torch.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -113,7 +114,9 @@ def export(
     """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
-    if int8_kernel not in ("nbits", "dynamic"):
+    from chargen.runtime.contract import INT8_KERNEL_OPS
+
+    if int8_kernel not in INT8_KERNEL_OPS:
         fail(f"unknown --int8-kernel {int8_kernel!r}; use dynamic or nbits")
     if check_steps < 1000:
         fail(f"--check-steps must be at least 1000, got {check_steps}")
@@ -180,24 +183,34 @@ def eval_(
 _MODEL_HELP = "The .onnx model written by `gen export` (it carries its own vocabulary and config)."
 
 
-def _load_model(path: Path, device: str, threads: Optional[int]):
-    """Model.load with every expected failure as a one-line error."""
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """A SlowModelWarning becomes one 'warning: ...' line on stderr (not Python's two-line format)."""
     import warnings
 
-    from chargen.runtime.model import DeviceError, Model, ModelError, SlowModelWarning
+    from chargen.runtime.model import SlowModelWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SlowModelWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, SlowModelWarning):
+                    typer.echo(f"warning: {w.message}", err=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _load_model(path: Path, device: str, threads: Optional[int]):
+    """Model.load with every expected failure as a one-line error."""
+    from chargen.runtime.model import DeviceError, Model, ModelError
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", SlowModelWarning)
-            model = Model.load(path, device=device, threads=threads)
+        with _warnings_as_lines():
+            return Model.load(path, device=device, threads=threads)
     except (ModelError, DeviceError, ImportError, ValueError) as e:
         fail(str(e))
-    for w in caught:
-        if issubclass(w.category, SlowModelWarning):
-            typer.echo(f"warning: {w.message}", err=True)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return model
 
 
 def _quiet_broken_pipe() -> None:
@@ -328,8 +341,9 @@ def bench(
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, not {device!r}")
     try:
-        report = run_bench(model, device=device, threads=threads, seconds=seconds,
-                           batch_sizes=sizes, cold_start=cold_start)
+        with _warnings_as_lines():
+            report = run_bench(model, device=device, threads=threads, seconds=seconds,
+                               batch_sizes=sizes, cold_start=cold_start)
     except BenchError as e:
         fail(str(e))
     try:

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from chargen.runtime.contract import INT8_KERNEL_OPS
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -31,7 +33,7 @@ def print_export(result, console: Console | None = None) -> None:
     t.add_column()
     kind = result.precision
     if getattr(result, "int8_kernel", None):
-        kind += {"nbits": " MatMulNBits", "dynamic": " MatMulInteger"}.get(result.int8_kernel, f" {result.int8_kernel}")
+        kind += " " + INT8_KERNEL_OPS.get(result.int8_kernel, result.int8_kernel)
     t.add_row("file", f"{escape(str(result.path))} ({_size(result.size_bytes)}, {kind}, weights inside)")
     t.add_row("from", escape(str(result.checkpoint)))
     model = (

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from chargen.runtime import contract
+
 
 class BenchError(RuntimeError):
     """The model cannot be benchmarked; one-line message."""
@@ -134,6 +136,7 @@ def run_bench(path, *, device: str = "auto", threads: int | None = None, seconds
         "model": os.fspath(path),
         "device": model.device,
         "precision": model.precision,
+        "int8_kernel": model.metadata.get(contract.META_INT8_KERNEL),
         "layers": model.num_layers,
         "hidden_size": model.hidden_size,
         "vocab_size": model.vocab_size,
@@ -154,9 +157,15 @@ def run_bench(path, *, device: str = "auto", threads: int | None = None, seconds
     return report
 
 
+def _precision(report: dict) -> str:
+    kernel = report.get("int8_kernel")
+    return f"{report['precision']} {contract.INT8_KERNEL_OPS.get(kernel, kernel)}" if kernel else report["precision"]
+
+
 def format_report(report: dict) -> str:
     lines = [
-        f"model     {report['model']}  ({report['precision']}, L={report['layers']} "
+        f"model     {report['model']}  ({_precision(report)}, "
+        f"L={report['layers']} "
         f"E={report['embedding_dim']} H={report['hidden_size']} V={report['vocab_size']})",
         f"device    {report['device']}, {report['threads'] or 'onnxruntime default (one per core)'} intra-op thread(s), {report['cpus']} CPU(s)",
         "",

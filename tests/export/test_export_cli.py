@@ -68,6 +68,10 @@ def test_export_int8_kernels_then_sample(kernel, op, checkpoint_path, corpus_fil
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warned) == (1 if op == "MatMulNBits" else 0), r.stderr
     assert all("--int8-kernel dynamic" in line for line in warned)
+    r = invoke("bench", "--model", out, "--seconds", "0.1", "--batch", "1", "--no-cold-start")
+    assert r.exit_code == 0, r.output
+    assert f"(int8 {op}, L=" in r.stdout
+    assert [l for l in r.stderr.splitlines() if l.strip()] == warned  # the same one line, nothing else
 
 
 def test_eval_onnx_and_checkpoint_agree(exported, checkpoint_path, corpus_file):
