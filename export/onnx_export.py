@@ -102,10 +102,11 @@ def quantize_int8(
     "nbits": onnxruntime's MatMulNBits, 8-bit symmetric weights with one scale per
         block of 128 inputs (smaller for models under 128 units), accuracy_level 4 (the
         activations are quantized to int8 per block and the products summed in int32).
-        About 3x closer to float32 than "dynamic" (per-block scales, no 7-bit range).
+        2-3x closer to float32 in the logits than "dynamic" (per-block scales, no 7-bit
+        range); neither moved the validation loss measurably on the models tried.
         Speed depends on the CPU: measured ~20% faster than "dynamic" at batch 1 on an
-        AVX-512 VNNI EPYC, but slower at batch 64 there, and 1.4x (batch 1) to 1.8x
-        (batch 64) slower on an AVX2-only EPYC. Needs onnxruntime >= 1.22 on x86-64 or
+        AVX-512 VNNI EPYC, but slower at batch 64 there, and 1.25-1.6x (batch 1) and
+        1.8-2.4x (batch 64) slower on an AVX2-only EPYC. Needs onnxruntime >= 1.22 on x86-64 or
         >= 1.23 on ARM64 (dot-product instructions); where its int8 kernel is missing
         onnxruntime dequantizes the weights at every step, ~100x slower
         (chargen.runtime warns when it can tell).
