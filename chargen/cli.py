@@ -323,15 +323,18 @@ def sample(
 
 @app.command()
 def bench(
-    model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
+    model: Annotated[list[Path], typer.Option("--model", "-m", help=_MODEL_HELP + " Repeat it to compare models, measured in turns.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: one per core).")] = None,
     seconds: Annotated[float, typer.Option(help="About how long to measure each figure.")] = 2.0,
     batch: Annotated[Optional[list[int]], typer.Option(help="Batch sizes to measure (repeatable). [1, 64]")] = None,
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure import + load + first step in a fresh process.")] = True,
 ):
-    """Measure the runtime on a model: chars/s, per-step split, cold start, memory."""
-    from chargen.runtime.bench import BenchError, format_report, run_bench
+    """Measure the runtime on a model: chars/s, per-step split, cold start, memory.
+
+    With several --model options the models take turns at each batch size, and the last lines give each one's chars/s as a multiple of the first one's: the way to choose between exports (fp32 or int8, --int8-kernel dynamic or nbits) on the machine you ship to.
+    """
+    from chargen.runtime.bench import BenchError, compare_bench, format_comparison
 
     if seconds <= 0:
         fail(f"--seconds must be > 0, not {seconds}")
@@ -342,12 +345,12 @@ def bench(
         fail(f"--device must be auto, cpu or cuda, not {device!r}")
     try:
         with _warnings_as_lines():
-            report = run_bench(model, device=device, threads=threads, seconds=seconds,
-                               batch_sizes=sizes, cold_start=cold_start)
+            reports = compare_bench(model, device=device, threads=threads, seconds=seconds,
+                                    batch_sizes=sizes, cold_start=cold_start)
     except BenchError as e:
         fail(str(e))
     try:
-        typer.echo(format_report(report))
+        typer.echo(format_comparison(reports))
     except BrokenPipeError:
         _quiet_broken_pipe()
 

@@ -21,29 +21,34 @@ class BenchError(RuntimeError):
     """The model cannot be benchmarked; one-line message."""
 
 
-def _measure_generator(generator, seconds: float) -> dict:
-    """chars/s of plain step() calls, and the per-step split (graph run, sampler, the rest) from
-    an instrumented loop of the same two calls; the two loops take turns in short slices and
-    each keeps its best slice, so a machine busy with other work skews neither more."""
-    B = generator.batch_size
-    step = generator.step
-    sample, run = generator._sampler.sample_batch, generator._run
-    args = (generator._logits, generator._temperature, generator._top_k, generator._top_p, generator._tok)
-    clock = time.perf_counter_ns
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < min(0.05, seconds / 10) or n < 3:  # warm-up; slice size
-        step()
-        n += 1
-    chunk = max(1, int(n * min(0.1, seconds / 10) / max(time.perf_counter() - t0, 1e-9)))
-    best_step = best_split = float("inf")
-    graph_ns = sampler_ns = 0.0
-    steps = 0
-    deadline = time.perf_counter() + seconds
-    while True:
+class _Meter:
+    """One generator's figures, slice by slice: chars/s of plain step() calls, and the per-step
+    split (graph run, sampler, the rest) from an instrumented loop of the same two calls. Each
+    slice times a chunk of both loops and the best slice is kept, so a machine busy with other
+    work skews neither more."""
+
+    def __init__(self, generator, seconds: float):
+        self.batch_size = generator.batch_size
+        self.step = generator.step
+        g = generator
+        self._sample, self._run = g._sampler.sample_batch, g._run
+        self._args = (g._logits, g._temperature, g._top_k, g._top_p, g._tok)
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min(0.05, seconds / 10) or n < 3:  # warm-up; slice size
+            self.step()
+            n += 1
+        self.chunk = max(1, int(n * min(0.1, seconds / 10) / max(time.perf_counter() - t0, 1e-9)))
+        self.best_step = self.best_split = float("inf")
+        self.graph_ns = self.sampler_ns = 0.0
+        self.steps = 0
+
+    def slice(self) -> None:
+        clock, step, sample, run, args, chunk = (
+            time.perf_counter_ns, self.step, self._sample, self._run, self._args, self.chunk)
         a = clock()
         for _ in range(chunk):
             step()
-        best_step = min(best_step, (clock() - a) / chunk)
+        self.best_step = min(self.best_step, (clock() - a) / chunk)
         tg = ts = 0
         for _ in range(chunk):
             a = clock()
@@ -52,22 +57,34 @@ def _measure_generator(generator, seconds: float) -> dict:
             run()
             tg += clock() - b
             ts += b - a
-        if (tg + ts) / chunk < best_split:
-            best_split = (tg + ts) / chunk
-            graph_ns, sampler_ns = tg / chunk, ts / chunk
-        steps += 2 * chunk
+        if (tg + ts) / chunk < self.best_split:
+            self.best_split = (tg + ts) / chunk
+            self.graph_ns, self.sampler_ns = tg / chunk, ts / chunk
+        self.steps += 2 * chunk
+
+    def result(self) -> dict:
+        total_us = self.best_step / 1e3
+        return {
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "chars_per_s": self.batch_size / (self.best_step / 1e9),
+            "step_us": total_us,
+            "graph_us": self.graph_ns / 1e3,
+            "sampler_us": self.sampler_ns / 1e3,
+            "rest_us": max(0.0, total_us - self.graph_ns / 1e3 - self.sampler_ns / 1e3),
+        }
+
+
+def _measure_in_turns(generators, seconds: float) -> list[dict]:
+    """Each generator's figures from about `seconds` of slices, the generators taking turns, so
+    that models compared in one run see the same machine."""
+    meters = [_Meter(g, seconds) for g in generators]
+    deadline = time.perf_counter() + seconds * len(meters)
+    while True:
+        for m in meters:
+            m.slice()
         if time.perf_counter() >= deadline:
-            break
-    total_us = best_step / 1e3
-    return {
-        "batch_size": B,
-        "steps": steps,
-        "chars_per_s": B / (best_step / 1e9),
-        "step_us": total_us,
-        "graph_us": graph_ns / 1e3,
-        "sampler_us": sampler_ns / 1e3,
-        "rest_us": max(0.0, total_us - graph_ns / 1e3 - sampler_ns / 1e3),
-    }
+            return [m.result() for m in meters]
 
 
 _COLD = r"""
@@ -123,38 +140,69 @@ def _rss_bytes() -> int:
 
 def run_bench(path, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
               batch_sizes=(1, 64), cold_start: bool = True) -> dict:
+    """The figures of one model (see compare_bench)."""
+    return compare_bench([path], device=device, threads=threads, seconds=seconds,
+                         batch_sizes=batch_sizes, cold_start=cold_start)[0]
+
+
+def compare_bench(paths, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
+                  batch_sizes=(1, 64), cold_start: bool = True) -> list[dict]:
+    """One report per model; at each batch size the models take turns in short slices, so their
+    ratios hold even on a machine whose speed drifts (an fp32 against an int8 export, say)."""
     from chargen.runtime.generator import GenerationOptions, Generator
     from chargen.runtime.model import DeviceError, Model, ModelError
 
-    path = Path(path)
-    try:
-        model = Model.load(path, device=device, threads=threads)
-    except (ModelError, DeviceError, ImportError, ValueError) as e:
-        raise BenchError(str(e)) from None
-    so = model.session.get_session_options()
-    report = {
-        "model": os.fspath(path),
-        "device": model.device,
-        "precision": model.precision,
-        "int8_kernel": model.metadata.get(contract.META_INT8_KERNEL),
-        "layers": model.num_layers,
-        "hidden_size": model.hidden_size,
-        "vocab_size": model.vocab_size,
-        "embedding_dim": model.config.get("embedding_dim"),
-        "threads": so.intra_op_num_threads,
-        "cpus": os.cpu_count(),
-        "runs": [],
-    }
-    start = model.vocab.chars[0]
+    models, reports = [], []
+    for path in map(Path, paths):
+        try:
+            model = Model.load(path, device=device, threads=threads)
+        except (ModelError, DeviceError, ImportError, ValueError) as e:
+            raise BenchError(str(e)) from None
+        so = model.session.get_session_options()
+        models.append(model)
+        reports.append({
+            "model": os.fspath(path),
+            "device": model.device,
+            "precision": model.precision,
+            "int8_kernel": model.metadata.get(contract.META_INT8_KERNEL),
+            "layers": model.num_layers,
+            "hidden_size": model.hidden_size,
+            "vocab_size": model.vocab_size,
+            "embedding_dim": model.config.get("embedding_dim"),
+            "threads": so.intra_op_num_threads,
+            "cpus": os.cpu_count(),
+            "runs": [],
+        })
     for B in batch_sizes:
-        g = Generator(model, GenerationOptions(seed=0, temperature=1.0), batch_size=int(B))
-        g.feed(start)
-        report["runs"].append(_measure_generator(g, seconds))
-        del g
-    report["rss_bytes"] = _rss_bytes()
-    if cold_start:
-        report["cold_start"] = measure_cold_start(path, device, threads)
-    return report
+        generators = []
+        for model in models:
+            g = Generator(model, GenerationOptions(seed=0, temperature=1.0), batch_size=int(B))
+            g.feed(model.vocab.chars[0])
+            generators.append(g)
+        for report, run in zip(reports, _measure_in_turns(generators, seconds)):
+            report["runs"].append(run)
+        del generators
+    rss = _rss_bytes()
+    for report in reports:
+        report["rss_bytes"] = rss
+        report["models_loaded"] = len(models)
+        if cold_start:
+            report["cold_start"] = measure_cold_start(report["model"], device, threads)
+    return reports
+
+
+def format_comparison(reports: list[dict]) -> str:
+    """Each model's report, then every model's chars/s as a multiple of the first one's."""
+    if len(reports) == 1:
+        return format_report(reports[0])
+    first = reports[0]
+    lines = ["\n\n".join(format_report(r) for r in reports), "",
+             f"chars/s against {first['model']} ({_precision(first)}), measured in turns:"]
+    for k, base in enumerate(first["runs"]):
+        ratios = ", ".join(f"{r['model']} ({_precision(r)}) {r['runs'][k]['chars_per_s'] / base['chars_per_s']:.2f}x"
+                           for r in reports[1:])
+        lines.append(f"  batch {base['batch_size']}: {ratios}")
+    return "\n".join(lines)
 
 
 def _precision(report: dict) -> str:
@@ -177,7 +225,9 @@ def format_report(report: dict) -> str:
             f"{r['sampler_us']:>11.2f} {r['rest_us']:>8.1f}"
         )
     lines.append("")
-    lines.append(f"resident memory (this process, after the runs): {report['rss_bytes'] / 2**20:.0f} MiB")
+    loaded = report.get("models_loaded", 1)
+    which = "after the runs" if loaded == 1 else f"after the runs, {loaded} models loaded"
+    lines.append(f"resident memory (this process, {which}): {report['rss_bytes'] / 2**20:.0f} MiB")
     cs = report.get("cold_start")
     if cs:
         lines.append(

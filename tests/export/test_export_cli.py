@@ -50,7 +50,7 @@ def test_export_prints_a_summary(exported):
 
 
 @pytest.mark.parametrize("kernel, op", [(None, "MatMulInteger"), ("nbits", "MatMulNBits")])
-def test_export_int8_kernels_then_sample(kernel, op, checkpoint_path, corpus_file, tmp_path, monkeypatch):
+def test_export_int8_kernels_then_sample(kernel, op, exported, checkpoint_path, corpus_file, tmp_path, monkeypatch):
     """--precision int8 takes MatMulInteger unless --int8-kernel nbits; gen sample runs either, and
     warns in one line where onnxruntime has no int8 kernel for MatMulNBits (simulated CPU facts)."""
     out = tmp_path / "int8.onnx"
@@ -68,10 +68,16 @@ def test_export_int8_kernels_then_sample(kernel, op, checkpoint_path, corpus_fil
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warned) == (1 if op == "MatMulNBits" else 0), r.stderr
     assert all("--int8-kernel dynamic" in line for line in warned)
-    r = invoke("bench", "--model", out, "--seconds", "0.1", "--batch", "1", "--no-cold-start")
+    fp32 = exported[0]
+    r = invoke("bench", "--model", fp32, "--model", out, "--seconds", "0.1", "--batch", "1", "--batch", "2",
+               "--no-cold-start")
     assert r.exit_code == 0, r.output
-    assert f"(int8 {op}, L=" in r.stdout
+    assert f"{fp32}  (fp32, L=" in r.stdout and f"{out}  (int8 {op}, L=" in r.stdout
     assert [l for l in r.stderr.splitlines() if l.strip()] == warned  # the same one line, nothing else
+    # the two models measured in turns, the second's chars/s as a multiple of the first's
+    compared = r.stdout.split(f"chars/s against {fp32} (fp32), measured in turns:")[1].splitlines()
+    assert [l.split(":")[0].strip() for l in compared if l.strip()] == ["batch 1", "batch 2"]
+    assert all(float(l.rsplit(" ", 1)[1].rstrip("x")) > 0 and f"{out} (int8 {op})" in l for l in compared if l.strip())
 
 
 def test_eval_onnx_and_checkpoint_agree(exported, checkpoint_path, corpus_file):
