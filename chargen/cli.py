@@ -109,13 +109,16 @@ def export(
     precision: Annotated[str, typer.Option(help="fp32, fp16 (half the size) or int8 (a quarter; recurrent weights quantized).")] = "fp32",
     data: Annotated[Optional[Path], typer.Option(help="Text to check the export on (its validation split). Default: the checkpoint's corpus if found, else a pseudo-random sequence.")] = None,
     check_steps: Annotated[int, typer.Option(help="Teacher-forced steps of the parity check, per stream.")] = 1000,
-    int8_kernel: Annotated[str, typer.Option(help="For --precision int8: dynamic (MatMulInteger, per-channel scales: full speed on any CPU and onnxruntime) or nbits (onnxruntime's MatMulNBits, per-block scales: 2-3x closer to fp32 in the logits; faster at batch 1 on AVX-512 VNNI CPUs, slower on AVX2-only ones; needs onnxruntime >= 1.22, >= 1.23 on ARM64).")] = "dynamic",
+    int8_kernel: Annotated[Optional[str], typer.Option(help="For --precision int8: dynamic (MatMulInteger, per-channel scales: full speed on any CPU and onnxruntime) or nbits (onnxruntime's MatMulNBits, per-block scales: 2-3x closer to fp32 in the logits; faster at batch 1 on AVX-512 VNNI CPUs, slower on AVX2-only ones; needs onnxruntime >= 1.22, >= 1.23 on ARM64). [dynamic]")] = None,
 ):
     """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
     from chargen.runtime.contract import INT8_KERNEL_OPS
 
+    if int8_kernel is not None and precision != "int8":
+        fail(f"--int8-kernel is for --precision int8, not {precision}")
+    int8_kernel = int8_kernel or "dynamic"
     if int8_kernel not in INT8_KERNEL_OPS:
         fail(f"unknown --int8-kernel {int8_kernel!r}; use dynamic or nbits")
     if check_steps < 1000:

@@ -159,7 +159,7 @@ def _not_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "not-checkpoint", "text-file", "no-folder", "precision",
-                                  "int8-kernel", "no-runs"])
+                                  "int8-kernel", "kernel-not-int8", "no-runs"])
 def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     args = ["export", out, "--checkpoint", checkpoint_path]
@@ -171,6 +171,7 @@ def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
         "no-folder": "does not exist",
         "precision": "unknown precision",
         "int8-kernel": "unknown --int8-kernel 'int4'; use dynamic or nbits",
+        "kernel-not-int8": "--int8-kernel is for --precision int8, not fp16",
         "no-runs": "no checkpoint found",
     }
     if case == "missing":
@@ -189,6 +190,8 @@ def test_export_cli_errors(case, checkpoint_path, tmp_path, monkeypatch):
         args += ["--precision", "fp8"]
     elif case == "int8-kernel":
         args += ["--precision", "int8", "--int8-kernel", "int4"]
+    elif case == "kernel-not-int8":
+        args += ["--precision", "fp16", "--int8-kernel", "nbits"]
     elif case == "no-runs":
         monkeypatch.chdir(tmp_path)
         args = ["export", out]
