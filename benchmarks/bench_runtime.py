@@ -149,6 +149,11 @@ def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None
 PRECISIONS = ("fp32", "int8", "int8-nbits")
 FLOOR = "floor: the weight read alone (MatMuls)"
 
+
+def runtime_name(precision: str) -> str:
+    return f"runtime {precision} (default options)"
+
+
 def runtime_generator(path, B, threads=None, session_config=None):
     from chargen.runtime import GenerationOptions, Generator, Model
 
@@ -265,7 +270,7 @@ def main(argv=None) -> dict:
         paths, weights, config, vocab = build_models(Path(tmp), args.embedding_dim, args.hidden_size, args.layers)
         L, H, V = args.layers, args.hidden_size, len(vocab)
         for B in batches:
-            gens = {f"runtime {p} (default options)": runtime_generator(paths[p], B) for p in PRECISIONS}
+            gens = {runtime_name(p): runtime_generator(paths[p], B) for p in PRECISIONS}
             if args.sweep:
                 for threads in (1, 2):
                     for spin in ("0", "1"):
@@ -282,7 +287,7 @@ def main(argv=None) -> dict:
             # the floor is timed beside the fp32 step alone: in the big round it came out 1.2-1.5x
             # slower than the step it bounds (on a 2-core EPYC with a shared 32 MB L3; alone, the
             # pair measured the other way round), so what ran before each slice mattered there
-            pair = {"fp32": Timed(gens["runtime fp32 (default options)"].step),
+            pair = {"fp32": Timed(gens[runtime_name("fp32")].step),
                     FLOOR: Timed(floor_step(paths["floor"], B, H))}
             interleaved(pair, args.seconds)
             contenders[FLOOR] = pair[FLOOR]
@@ -300,10 +305,10 @@ def main(argv=None) -> dict:
                 row(name, B, r)
             for kind in ("best", "median"):
                 t = {name: getattr(c, kind) for name, c in contenders.items()}
-                fp32 = t["runtime fp32 (default options)"]
+                fp32 = t[runtime_name("fp32")]
                 ratios = {
-                    "int8 / fp32": fp32 / t["runtime int8 (default options)"],
-                    "int8-nbits / fp32": fp32 / t["runtime int8-nbits (default options)"],
+                    "int8 / fp32": fp32 / t[runtime_name("int8")],
+                    "int8-nbits / fp32": fp32 / t[runtime_name("int8-nbits")],
                     "fp32 / ort+numpy": t["ort+numpy fp32 (session.run loop)"] / fp32,
                     "fp32 / floor": t[FLOOR] / getattr(pair["fp32"], kind),
                 }

@@ -114,13 +114,13 @@ def export(
     """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
     if precision not in ("fp32", "fp16", "int8"):
         fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
-    from chargen.runtime.contract import INT8_KERNEL_OPS
+    from chargen.runtime.contract import DEFAULT_INT8_KERNEL, INT8_KERNEL_OPS
 
     if int8_kernel is not None and precision != "int8":
         fail(f"--int8-kernel is for --precision int8, not {precision}")
-    int8_kernel = int8_kernel or "dynamic"
+    int8_kernel = int8_kernel or DEFAULT_INT8_KERNEL
     if int8_kernel not in INT8_KERNEL_OPS:
-        fail(f"unknown --int8-kernel {int8_kernel!r}; use dynamic or nbits")
+        fail(f"unknown --int8-kernel {int8_kernel!r}; use {' or '.join(INT8_KERNEL_OPS)}")
     if check_steps < 1000:
         fail(f"--check-steps must be at least 1000, got {check_steps}")
     from chargen.export.cli_support import print_export

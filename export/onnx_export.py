@@ -34,7 +34,7 @@ import torch
 
 from chargen.export.evaluate import EvalError, EvalResult, OnnxModel, encode_text, nll_sum
 from chargen.export.graph import HEAD_MATMUL, PRECISIONS, GraphError, GraphOptions, build_graph
-from chargen.runtime.contract import INT8_KERNEL_OPS, META_CONFIG, META_INT8_KERNEL, Vocab
+from chargen.runtime.contract import DEFAULT_INT8_KERNEL, INT8_KERNEL_OPS, META_CONFIG, META_INT8_KERNEL, Vocab
 from chargen.train import checkpoint as ckpt
 from chargen.train.atomic import atomic_write
 from chargen.train.model import CharGRU
@@ -82,7 +82,6 @@ def torch_weights(model: CharGRU) -> dict[str, np.ndarray]:
 
 
 INT8_KERNELS = tuple(INT8_KERNEL_OPS)  # ("dynamic", "nbits")
-DEFAULT_INT8_KERNEL = "dynamic"  # full speed on every CPU; nbits is opt-in (see quantize_int8)
 NBITS_BLOCK = 128  # weights per scale along the input axis (measured faster than 32 and as fast as 256)
 
 

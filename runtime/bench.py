@@ -28,9 +28,9 @@ class _Meter:
     work skews neither more."""
 
     def __init__(self, generator, seconds: float):
-        self.batch_size = generator.batch_size
-        self.step = generator.step
         g = generator
+        self.batch_size = g.batch_size
+        self.step = g.step
         self._sample, self._run = g._sampler.sample_batch, g._run
         self._args = (g._logits, g._temperature, g._top_k, g._top_p, g._tok)
         t0, n = time.perf_counter(), 0
@@ -212,8 +212,7 @@ def _precision(report: dict) -> str:
 
 def format_report(report: dict) -> str:
     lines = [
-        f"model     {report['model']}  ({_precision(report)}, "
-        f"L={report['layers']} "
+        f"model     {report['model']}  ({_precision(report)}, L={report['layers']} "
         f"E={report['embedding_dim']} H={report['hidden_size']} V={report['vocab_size']})",
         f"device    {report['device']}, {report['threads'] or 'onnxruntime default (one per core)'} intra-op thread(s), {report['cpus']} CPU(s)",
         "",

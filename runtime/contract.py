@@ -26,6 +26,7 @@ META_VAL_LOSS = "chargen.val_loss"  # best validation loss, nats per char
 META_PRECISION = "chargen.precision"  # fp32 | fp16 | int8
 META_INT8_KERNEL = "chargen.int8_kernel"  # int8 only: nbits (MatMulNBits) | dynamic (MatMulInteger)
 INT8_KERNEL_OPS = {"dynamic": "MatMulInteger", "nbits": "MatMulNBits"}  # the onnxruntime op each writes
+DEFAULT_INT8_KERNEL = "dynamic"  # full speed on every CPU; nbits is opt-in (chargen.export.onnx_export.quantize_int8)
 FORMAT_VERSION = 1
 
 
