@@ -101,32 +101,21 @@ class Timed:
 
 
 class Split(Timed):
-    """The two calls a Generator step makes, each timed: graph run and sampler, per step."""
+    """A Generator's step() timed with its graph run and sampler call split from inside
+    (chargen.runtime.bench.StepSplit), so rest = step - graph - sampler comes from the same
+    steps; best_split is the slice with the fastest whole step."""
 
     def __init__(self, generator):
-        g = generator
-        sample, run = g._sampler.sample_batch, g._run
-        args = (g._logits, g._temperature, g._top_k, g._top_p, g._tok)
-        clock = time.perf_counter_ns
-        acc = self.acc = [0, 0]
+        from chargen.runtime.bench import StepSplit
 
-        def step():
-            a = clock()
-            sample(*args)
-            b = clock()
-            run()
-            acc[0] += clock() - b
-            acc[1] += b - a
-
-        super().__init__(step)
-        self.graph_us = self.sampler_us = float("inf")
+        self.split = StepSplit(generator)
+        super().__init__(generator.step)
+        self.best_split = (float("inf"), 0.0, 0.0)  # s per step: (whole, graph, sampler)
 
     def slice(self, n: int) -> None:
-        self.acc[:] = [0, 0]
-        super().slice(n)
-        total = (self.acc[0] + self.acc[1]) / n / 1e3
-        if total < self.graph_us + self.sampler_us:
-            self.graph_us, self.sampler_us = self.acc[0] / n / 1e3, self.acc[1] / n / 1e3
+        whole, graph, sampler = (ns / 1e9 for ns in self.split.run(n))
+        self.slices.append(whole)
+        self.best_split = min(self.best_split, (whole, graph, sampler))
 
 
 def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None:
@@ -300,8 +289,9 @@ def main(argv=None) -> dict:
                     r["floor_fraction"] = c.best / pair["fp32"].best
                 if name in splits:
                     sp = splits[name]
-                    r.update(graph_us=sp.graph_us, sampler_us=sp.sampler_us,
-                             rest_us=max(0.0, r["step_us"] - sp.graph_us - sp.sampler_us))
+                    whole, graph, sampler = (t * 1e6 for t in sp.best_split)
+                    r.update(split_step_us=whole, graph_us=graph, sampler_us=sampler,
+                             rest_us=max(0.0, whole - graph - sampler))
                 row(name, B, r)
             for kind in ("best", "median"):
                 t = {name: getattr(c, kind) for name, c in contenders.items()}

@@ -39,6 +39,9 @@ def test_bench_runtime_reports_every_contender_and_ratio(tmp_path, capsys):
         assert r["chars_per_s"] > 0 and r["step_us"] <= r["median_step_us"]
         if r["name"] == bench.FLOOR:
             assert 0 < r["floor_fraction"] and r["fp32_beside_us"] > 0
+        if "graph_us" in r:  # the split comes from one loop of the step, so its parts add up
+            parts = r["graph_us"] + r["sampler_us"] + r["rest_us"]
+            assert r["rest_us"] >= 0 and parts == pytest.approx(r["split_step_us"])
     assert results["cold_start"]["torch_imported"] is False
     printed = capsys.readouterr().out
     assert "B=1 speed ratios (median slices)" in printed and "cold start" in printed
