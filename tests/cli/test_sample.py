@@ -19,6 +19,7 @@ from typer.testing import CliRunner  # noqa: E402
 from chargen.cli import app  # noqa: E402
 from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, Vocab  # noqa: E402
+from chargen.runtime.bench import StepSplit, compare_bench  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -188,3 +189,32 @@ def test_bench(model_path):
     assert all(float(row[1].replace(",", "")) > 0 for row in rows)
     bad = runner.invoke(app, ["bench", "--model", "/nonexistent.onnx"])
     assert bad.exit_code == 1 and "no such model file" in bad.stderr
+
+
+def _bench_generator(model, B=3):
+    g = Generator(model, GenerationOptions(seed=11), batch_size=B)
+    g.feed("to be")
+    return g
+
+
+def test_bench_split_times_the_real_step_and_leaves_the_generator_as_it_was(model_path):
+    model = Model.load(model_path, device="cpu")
+    timed, plain = _bench_generator(model), _bench_generator(model)
+    split = StepSplit(timed)
+    whole, graph, sampler = split.run(40)
+    assert graph > 0 and sampler > 0 and whole >= graph + sampler
+    # the timed steps are the generator's own: same text as untimed steps, and afterwards the
+    # generator runs its own methods again
+    for _ in range(40):
+        plain.step()
+    assert np.array_equal(timed.state().h, plain.state().h)
+    assert "_run" not in vars(timed) and type(timed._sampler).__name__ == "Sampler"
+    assert timed.step() == plain.step()
+
+
+def test_bench_split_adds_up_to_the_step_it_was_taken_from(model_path):
+    report = compare_bench([model_path], device="cpu", seconds=0.1, batch_sizes=(1, 4), cold_start=False)[0]
+    for run in report["runs"]:
+        parts = run["graph_us"] + run["sampler_us"] + run["rest_us"]
+        assert run["rest_us"] >= 0 and parts == pytest.approx(run["split_step_us"])
+        assert run["chars_per_s"] == pytest.approx(run["batch_size"] / run["step_us"] * 1e6)
