@@ -11,6 +11,8 @@ Measured (chars/s; per step: one graph run + one draw for every stream):
   floor         the step's weight read alone: the same weight matrices as MatMuls in one graph,
                 run the same way, timed in turns with the fp32 step alone (the ceiling for fp32;
                 "fp32 / floor" = floor time / step time)
+  floor int8    the same graph quantized as the int8 export is (each kernel): onnxruntime's
+                int8 products alone, timed in turns with that int8 step alone
 The weights are random (speed does not depend on them); the graph comes from
 chargen.export.graph.build_step_graph, int8 from chargen.export.onnx_export.quantize_int8
 (int8: MatMulInteger, the export's default; int8-nbits: --int8-kernel nbits).
@@ -51,8 +53,11 @@ def build_models(tmp: Path, E: int, H: int, L: int):
     for name, proto in models.items():
         paths[name] = tmp / f"{name}.onnx"
         onnx.save(proto, paths[name])
-    paths["floor"] = tmp / "floor.onnx"
-    onnx.save(floor_graph(weights, L), paths["floor"])
+    floor = floor_graph(weights, L)
+    floors = {"fp32": floor, "int8": quantize_int8(floor), "int8-nbits": quantize_int8(floor, kernel="nbits")}
+    for precision, proto in floors.items():
+        paths[FLOORS[precision]] = tmp / f"floor-{precision}.onnx"
+        onnx.save(proto, paths[FLOORS[precision]])
     return paths, weights, config, vocab
 
 
@@ -60,20 +65,27 @@ def floor_graph(weights: dict, L: int):
     """The weight read a step cannot avoid, and nothing else: h (B, H) times every layer's
     recurrent [H, 3H] matrix (and the deeper layers' input ones) and the head's [H, V], as
     MatMuls in one graph. Its step time is this machine's ceiling for the fp32 step, measured
-    in the same run as the runtime (the issue's '80% of the ceiling')."""
+    in the same run as the runtime (the issue's '80% of the ceiling'). The head's MatMul is
+    named as in the export, so quantize_int8 leaves it float32 here too."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
+
+    from chargen.export.graph import HEAD_MATMUL
+    from chargen.runtime.contract import META_CONFIG
 
     mats = [weights[f"rnn.weight_hh_l{k}"].T for k in range(L)]
     mats += [weights[f"rnn.weight_ih_l{k}"].T for k in range(1, L)]
     mats.append(weights["head.weight"].T)
     H = mats[0].shape[0]
     inits = [numpy_helper.from_array(np.ascontiguousarray(m, np.float32), f"w{i}") for i, m in enumerate(mats)]
-    nodes = [helper.make_node("MatMul", ["h", f"w{i}"], [f"y{i}"]) for i in range(len(mats))]
+    nodes = [helper.make_node("MatMul", ["h", f"w{i}"], [f"y{i}"], name=f"mm{i}") for i in range(len(mats))]
+    nodes[-1].name = HEAD_MATMUL
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["batch", m.shape[1]]) for i, m in enumerate(mats)]
     graph = helper.make_graph(nodes, "floor", [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", H])],
                               outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {META_CONFIG: json.dumps({"hidden_size": H})})  # nbits' block size
+    return model
 
 
 class Timed:
@@ -137,6 +149,8 @@ def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None
 # ------------------------------------------------------------------------------ the contenders
 PRECISIONS = ("fp32", "int8", "int8-nbits")
 FLOOR = "floor: the weight read alone (MatMuls)"
+FLOORS = {"fp32": FLOOR, "int8": "floor int8: the quantized MatMuls alone",
+          "int8-nbits": "floor int8-nbits: the MatMulNBits alone"}
 
 
 def runtime_name(precision: str) -> str:
@@ -249,7 +263,8 @@ def main(argv=None) -> dict:
         results["rows"].append(r)
         split = ""
         if "floor_fraction" in r:
-            split += f"   fp32 step beside it {r['fp32_beside_us']:.1f} us: {r['floor_fraction']:.0%} of the floor's speed"
+            split += (f"   {r['floor_of']} step beside it {r['step_beside_us']:.1f} us: "
+                      f"{r['floor_fraction']:.0%} of the floor's speed")
         if "graph_us" in r:
             split = f"   graph {r['graph_us']:8.1f}  sampler {r['sampler_us']:6.2f}  rest {r['rest_us']:6.1f} us"
         print(f"{name:<40} B={B:<3} {r['chars_per_s']:>11,.0f} chars/s  {r['step_us']:9.1f} us/step "
@@ -273,20 +288,21 @@ def main(argv=None) -> dict:
             if not args.no_torch:
                 contenders["torch eager fp32 (nn.GRU step)"] = Timed(torch_step(weights, config, B))
             interleaved(contenders, args.seconds)
-            # the floor is timed beside the fp32 step alone: in the big round it came out 1.2-1.5x
-            # slower than the step it bounds (on a 2-core EPYC with a shared 32 MB L3; alone, the
-            # pair measured the other way round), so what ran before each slice mattered there
-            pair = {"fp32": Timed(gens[runtime_name("fp32")].step),
-                    FLOOR: Timed(floor_step(paths["floor"], B, H))}
-            interleaved(pair, args.seconds)
-            contenders[FLOOR] = pair[FLOOR]
+            # each floor is timed beside its step alone: in the big round the fp32 one came out
+            # 1.2-1.5x slower than the step it bounds (on a 2-core EPYC with a shared 32 MB L3;
+            # alone, the pair measured the other way round), so what ran before each slice mattered
+            beside = {}
+            for p in PRECISIONS:
+                pair = {p: Timed(gens[runtime_name(p)].step), FLOORS[p]: Timed(floor_step(paths[FLOORS[p]], B, H))}
+                interleaved(pair, args.seconds)
+                contenders[FLOORS[p]], beside[FLOORS[p]] = pair[FLOORS[p]], (p, pair[p])
             for name, c in contenders.items():
                 if name.endswith(" #split"):
                     continue
                 r = {"chars_per_s": B / c.best, "step_us": c.best * 1e6, "median_step_us": c.median * 1e6}
-                if name == FLOOR:
-                    r["fp32_beside_us"] = pair["fp32"].best * 1e6
-                    r["floor_fraction"] = c.best / pair["fp32"].best
+                if name in beside:
+                    p, step = beside[name]
+                    r.update(floor_of=p, step_beside_us=step.best * 1e6, floor_fraction=c.best / step.best)
                 if name in splits:
                     sp = splits[name]
                     whole, graph, sampler = (t * 1e6 for t in sp.best_split)
@@ -300,7 +316,7 @@ def main(argv=None) -> dict:
                     "int8 / fp32": fp32 / t[runtime_name("int8")],
                     "int8-nbits / fp32": fp32 / t[runtime_name("int8-nbits")],
                     "fp32 / ort+numpy": t["ort+numpy fp32 (session.run loop)"] / fp32,
-                    "fp32 / floor": t[FLOOR] / getattr(pair["fp32"], kind),
+                    **{f"{p} / floor": t[FLOORS[p]] / getattr(beside[FLOORS[p]][1], kind) for p in PRECISIONS},
                 }
                 results.setdefault("ratios", {}).setdefault(str(B), {})[kind] = ratios
                 print(f"B={B} speed ratios ({kind} slices): " + ", ".join(

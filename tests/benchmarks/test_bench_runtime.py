@@ -29,19 +29,36 @@ def test_bench_runtime_reports_every_contender_and_ratio(tmp_path, capsys):
     for B in (1, 3):
         for p in bench.PRECISIONS:
             assert (f"runtime {p} (default options)", B) in names
-        for other in (bench.FLOOR, "ort+numpy fp32 (session.run loop)", "torch eager fp32 (nn.GRU step)"):
+        for other in (*bench.FLOORS.values(), "ort+numpy fp32 (session.run loop)", "torch eager fp32 (nn.GRU step)"):
             assert (other, B) in names
         for kind in ("best", "median"):
             ratios = results["ratios"][str(B)][kind]
-            assert set(ratios) == {"int8 / fp32", "int8-nbits / fp32", "fp32 / ort+numpy", "fp32 / floor"}
+            assert set(ratios) == {"int8 / fp32", "int8-nbits / fp32", "fp32 / ort+numpy",
+                                   "fp32 / floor", "int8 / floor", "int8-nbits / floor"}
             assert all(math.isfinite(v) and v > 0 for v in ratios.values())
     for r in results["rows"]:
         assert r["chars_per_s"] > 0 and r["step_us"] <= r["median_step_us"]
-        if r["name"] == bench.FLOOR:
-            assert 0 < r["floor_fraction"] and r["fp32_beside_us"] > 0
+        if r["name"] in bench.FLOORS.values():  # each floor timed beside the step it bounds
+            assert bench.FLOORS[r["floor_of"]] == r["name"]
+            assert 0 < r["floor_fraction"] and r["step_beside_us"] > 0
         if "graph_us" in r:  # the split comes from one loop of the step, so its parts add up
             parts = r["graph_us"] + r["sampler_us"] + r["rest_us"]
             assert r["rest_us"] >= 0 and parts == pytest.approx(r["split_step_us"])
     assert results["cold_start"]["torch_imported"] is False
     printed = capsys.readouterr().out
     assert "B=1 speed ratios (median slices)" in printed and "cold start" in printed
+
+
+def test_int8_floors_are_the_exports_quantized_products_and_a_float_head(tmp_path):
+    import onnx
+
+    from chargen.export.graph import HEAD_MATMUL
+
+    bench = load_script()
+    paths, *_ = bench.build_models(tmp_path, 8, 32, 2)
+    for precision, op in (("fp32", "MatMul"), ("int8", "MatMulInteger"), ("int8-nbits", "MatMulNBits")):
+        nodes = onnx.load(paths[bench.FLOORS[precision]]).graph.node
+        head = [n for n in nodes if n.name == HEAD_MATMUL]
+        assert len(head) == 1 and head[0].op_type == "MatMul"
+        # two recurrent matrices and layer 1's input one, each quantized like the export's
+        assert sum(n.op_type == op for n in nodes if n.name != HEAD_MATMUL) == 3
