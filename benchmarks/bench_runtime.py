@@ -148,8 +148,7 @@ def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None
 
 # ------------------------------------------------------------------------------ the contenders
 PRECISIONS = ("fp32", "int8", "int8-nbits")
-FLOOR = "floor: the weight read alone (MatMuls)"
-FLOORS = {"fp32": FLOOR, "int8": "floor int8: the quantized MatMuls alone",
+FLOORS = {"fp32": "floor: the weight read alone (MatMuls)", "int8": "floor int8: the quantized MatMuls alone",
           "int8-nbits": "floor int8-nbits: the MatMulNBits alone"}
 
 
