@@ -1,0 +1,259 @@
+/* The int8 step's own test: cc -std=c99 [-fopenmp] int8_step.c gru_train.c test_int8_step.c -lm
+ * Every kernel is held against plain loops written here, exactly (the int32 sums are exact and
+ * the float arithmetic after them is the same); the step against a reference step in double. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "int8_step.h"
+
+static int checks, failed;
+
+static void check(int ok, const char *what) {
+    checks++;
+    if (!ok) {
+        failed++;
+        printf("FAILED: %s\n", what);
+    }
+}
+
+static uint64_t rng = 0x853c49e6748fea9bu;
+static uint32_t next_u32(void) {
+    rng = rng * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(rng >> 32);
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() >> 8) / 16777216.0f; }
+
+/* ------------------------------------------------------------------ quantize */
+static void test_quantize(void) {
+    const size_t K = 1000;
+    float x[1000];
+    uint8_t q[1000];
+    int32_t zero;
+    size_t k;
+    int exact = 1;
+    for (k = 0; k < K; k++) x[k] = uniform(-0.7f, 0.9f);
+    float scale = chargen_i8_quantize_row(K, x, q, &zero);
+    float lo = 0, hi = 0;
+    for (k = 0; k < K; k++) lo = fminf(lo, x[k]), hi = fmaxf(hi, x[k]);
+    check(scale == (hi - lo) / 255.0f, "quantize: scale is (max - min) / 255");
+    check(zero == (int32_t)nearbyintf(-lo / scale), "quantize: zero point is round(-min / scale)");
+    for (k = 0; k < K; k++) {
+        float want = nearbyintf(x[k] / scale) + (float)zero;
+        want = want < 0 ? 0 : want > 255 ? 255 : want;
+        exact &= q[k] == (uint8_t)want;
+        exact &= fabsf(((float)q[k] - (float)zero) * scale - x[k]) <= 0.5001f * scale;
+    }
+    check(exact, "quantize: every value rounds to the nearest step, ties to even");
+
+    for (k = 0; k < K; k++) x[k] = uniform(0.1f, 0.5f); /* all positive: min clamps to 0 */
+    scale = chargen_i8_quantize_row(K, x, q, &zero);
+    check(zero == 0, "quantize: positive rows have zero point 0");
+    memset(x, 0, sizeof x);
+    scale = chargen_i8_quantize_row(K, x, q, &zero);
+    check(scale == 0.0f && zero == 0 && q[0] == 0 && q[K - 1] == 0, "quantize: a zero row has scale 0, all zeros");
+}
+
+/* ------------------------------------------------------------------ matmul */
+#define PAD(K) (((K) + 63) / 64 * 64)
+
+static void test_matmul(size_t B, size_t N, size_t K) {
+    const size_t ldw = PAD(K);
+    int8_t *w = calloc(N, ldw);
+    uint8_t *xq = malloc(B * ldw);
+    float *scale = malloc(N * sizeof *scale), *bias = malloc(N * sizeof *bias), *a_scale = malloc(B * sizeof *a_scale);
+    float *y1 = malloc(B * N * sizeof *y1), *y2 = malloc(B * N * sizeof *y2), *want = malloc(B * N * sizeof *want);
+    int32_t *wsum = malloc(N * sizeof *wsum), *zero = malloc(B * sizeof *zero);
+    size_t b, n, k;
+    char what[160];
+    for (n = 0; n < N; n++) /* the full range, -128..127; zeros past K */
+        for (k = 0; k < K; k++) w[n * ldw + k] = (int8_t)(next_u32() >> 24);
+    for (n = 0; n < B * ldw; n++) xq[n] = (uint8_t)(next_u32() >> 24); /* past K too: it must not count */
+    for (n = 0; n < N; n++) scale[n] = uniform(1e-4f, 1e-2f), bias[n] = uniform(-1, 1);
+    for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
+    chargen_i8_row_sums(N, K, ldw, w, wsum);
+    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias};
+    for (b = 0; b < B; b++)
+        for (n = 0; n < N; n++) {
+            int32_t acc = 0;
+            for (k = 0; k < K; k++) acc += ((int32_t)xq[b * ldw + k] - zero[b]) * (int32_t)w[n * ldw + k];
+            want[b * N + n] = (float)acc * (a_scale[b] * scale[n]) + bias[n];
+        }
+    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y1, 1);
+    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y2, 2);
+    snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu (%s kernel): equal to plain loops", B, N, K, chargen_i8_kernel());
+    check(memcmp(y1, want, B * N * sizeof *y1) == 0, what);
+    snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu: two threads give the same bits as one", B, N, K);
+    check(memcmp(y1, y2, B * N * sizeof *y1) == 0, what);
+    free(w), free(xq), free(scale), free(bias), free(a_scale), free(y1), free(y2), free(want), free(wsum), free(zero);
+}
+
+/* ------------------------------------------------------------------ the step */
+typedef struct {
+    size_t L, H, V;
+    float *table, *w_ih_f, *w_hh_f, *b_ih, *b_hh, *head_w, *head_b; /* float weights: the reference's */
+    int8_t *w_ih, *w_hh;
+    float *s_ih, *s_hh;
+    int32_t *sum_ih, *sum_hh;
+    chargen_i8_matrix ih[3], hh[3];
+    chargen_i8_gru gru;
+} model_t;
+
+/* int8 weights, symmetric, one scale per output, rows padded to PAD(K); the float copy is what
+ * they dequantize to */
+static void quantize_weights(size_t N, size_t K, float *wf, int8_t *w, float *s, int32_t *sum) {
+    const size_t ldw = PAD(K);
+    size_t n, k;
+    for (n = 0; n < N; n++) {
+        float amax = 0;
+        for (k = 0; k < K; k++) amax = fmaxf(amax, fabsf(wf[n * K + k]));
+        s[n] = amax / 127.0f;
+        for (k = 0; k < K; k++) {
+            w[n * ldw + k] = (int8_t)nearbyintf(wf[n * K + k] / s[n]);
+            wf[n * K + k] = (float)w[n * ldw + k] * s[n];
+        }
+    }
+    chargen_i8_row_sums(N, K, ldw, w, sum);
+}
+
+static void make_model(model_t *m, size_t L, size_t H, size_t V) {
+    const size_t H3 = 3 * H;
+    size_t i, k;
+    m->L = L, m->H = H, m->V = V;
+    m->table = malloc(V * H3 * sizeof(float));
+    m->w_ih_f = malloc(L * H3 * H * sizeof(float)), m->w_hh_f = malloc(L * H3 * H * sizeof(float));
+    m->b_ih = malloc(L * H3 * sizeof(float)), m->b_hh = malloc(L * H3 * sizeof(float));
+    m->head_w = malloc(V * H * sizeof(float)), m->head_b = malloc(V * sizeof(float));
+    m->w_ih = calloc(L * H3, PAD(H)), m->w_hh = calloc(L * H3, PAD(H));
+    m->s_ih = malloc(L * H3 * sizeof(float)), m->s_hh = malloc(L * H3 * sizeof(float));
+    m->sum_ih = malloc(L * H3 * sizeof(int32_t)), m->sum_hh = malloc(L * H3 * sizeof(int32_t));
+    for (i = 0; i < V * H3; i++) m->table[i] = uniform(-2, 2);
+    for (i = 0; i < L * H3 * H; i++) m->w_ih_f[i] = uniform(-0.3f, 0.3f), m->w_hh_f[i] = uniform(-0.3f, 0.3f);
+    for (i = 0; i < L * H3; i++) m->b_ih[i] = uniform(-0.5f, 0.5f), m->b_hh[i] = uniform(-0.5f, 0.5f);
+    for (i = 0; i < V * H; i++) m->head_w[i] = uniform(-0.5f, 0.5f);
+    for (i = 0; i < V; i++) m->head_b[i] = uniform(-1, 1);
+    for (k = 0; k < L; k++) {
+        int8_t *ih = m->w_ih + k * H3 * PAD(H), *hh = m->w_hh + k * H3 * PAD(H);
+        quantize_weights(H3, H, m->w_ih_f + k * H3 * H, ih, m->s_ih + k * H3, m->sum_ih + k * H3);
+        quantize_weights(H3, H, m->w_hh_f + k * H3 * H, hh, m->s_hh + k * H3, m->sum_hh + k * H3);
+        m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3};
+        m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL};
+    }
+    m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, 2};
+}
+
+static void free_model(model_t *m) {
+    free(m->table), free(m->w_ih_f), free(m->w_hh_f), free(m->b_ih), free(m->b_hh), free(m->head_w), free(m->head_b);
+    free(m->w_ih), free(m->w_hh), free(m->s_ih), free(m->s_hh), free(m->sum_ih), free(m->sum_hh);
+}
+
+/* the step in double with the dequantized weights and activations: what the int8 step
+ * approximates to float rounding */
+static void reference_step(const model_t *m, size_t B, const int64_t *tok, const float *h_in, double *h_out, double *logits) {
+    const size_t L = m->L, H = m->H, H3 = 3 * H, V = m->V;
+    double *gi = malloc(H3 * sizeof *gi), *gh = malloc(H3 * sizeof *gh), *xd = malloc(H * sizeof *xd);
+    float *x = malloc(H * sizeof *x);
+    uint8_t *q = malloc(H);
+    size_t b, k, n, j;
+    for (b = 0; b < B; b++)
+        for (k = 0; k < L; k++) {
+            const float *hp = h_in + (k * B + b) * H;
+            for (n = 0; n < H3; n++) gi[n] = m->table[(size_t)tok[b] * H3 + n];
+            if (k > 0) {
+                int32_t zero;
+                for (j = 0; j < H; j++) x[j] = (float)h_out[((k - 1) * B + b) * H + j];
+                float sc = chargen_i8_quantize_row(H, x, q, &zero);
+                for (j = 0; j < H; j++) xd[j] = ((double)q[j] - zero) * sc;
+                for (n = 0; n < H3; n++) {
+                    double s = m->b_ih[k * H3 + n];
+                    for (j = 0; j < H; j++) s += xd[j] * m->w_ih_f[(k * H3 + n) * H + j];
+                    gi[n] = s;
+                }
+            }
+            int32_t zero;
+            float sc = chargen_i8_quantize_row(H, hp, q, &zero);
+            for (j = 0; j < H; j++) xd[j] = ((double)q[j] - zero) * sc;
+            for (n = 0; n < H3; n++) {
+                double s = 0;
+                for (j = 0; j < H; j++) s += xd[j] * m->w_hh_f[(k * H3 + n) * H + j];
+                gh[n] = s + m->b_hh[k * H3 + n];
+            }
+            for (j = 0; j < H; j++) {
+                const double r = 1 / (1 + exp(-(gi[j] + gh[j]))), z = 1 / (1 + exp(-(gi[H + j] + gh[H + j])));
+                const double nn = tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+                h_out[(k * B + b) * H + j] = nn + z * (hp[j] - nn);
+            }
+        }
+    for (b = 0; b < B; b++)
+        for (n = 0; n < V; n++) {
+            double s = m->head_b[n];
+            for (j = 0; j < H; j++) s += h_out[((L - 1) * B + b) * H + j] * m->head_w[n * H + j];
+            logits[b * V + n] = s;
+        }
+    free(gi), free(gh), free(xd), free(x), free(q);
+}
+
+static void test_step(size_t L, size_t H, size_t V, size_t B) {
+    model_t m;
+    make_model(&m, L, H, V);
+    const size_t n_h = L * B * H;
+    float *h_in = malloc(n_h * sizeof(float)), *h_out = malloc(n_h * sizeof(float)), *h_two = malloc(n_h * sizeof(float));
+    float *logits = malloc(B * V * sizeof(float)), *logits_two = malloc(B * V * sizeof(float));
+    double *want_h = malloc(n_h * sizeof(double)), *want_logits = malloc(B * V * sizeof(double));
+    int64_t *tok = malloc(B * sizeof(int64_t));
+    void *scratch = malloc(chargen_i8_scratch_bytes(&m.gru, B));
+    size_t i;
+    double err_h = 0, err_logits = 0;
+    char what[160];
+    for (i = 0; i < n_h; i++) h_in[i] = uniform(-0.95f, 0.95f);
+    for (i = 0; i < B; i++) tok[i] = (int64_t)(next_u32() % V);
+    check(chargen_i8_check(&m.gru) == CHARGEN_I8_OK, "check: a well-formed model passes");
+    check(chargen_i8_step(&m.gru, B, tok, h_in, h_out, logits, scratch) == CHARGEN_I8_OK, "step returns OK");
+    reference_step(&m, B, tok, h_in, want_h, want_logits);
+    for (i = 0; i < n_h; i++) err_h = fmax(err_h, fabs(h_out[i] - want_h[i]));
+    for (i = 0; i < B * V; i++) err_logits = fmax(err_logits, fabs(logits[i] - want_logits[i]));
+    snprintf(what, sizeof what, "step L=%zu H=%zu V=%zu B=%zu: h within 1e-4 of the reference (%.2g)", L, H, V, B, err_h);
+    check(err_h < 1e-4, what);
+    snprintf(what, sizeof what, "step L=%zu H=%zu V=%zu B=%zu: logits within 1e-3 (%.2g)", L, H, V, B, err_logits);
+    check(err_logits < 1e-3, what);
+
+    m.gru.threads = 1;
+    chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0,
+          "step: one thread gives the same bits as two");
+
+    memcpy(h_two, h_out, n_h * sizeof(float));
+    tok[B - 1] = (int64_t)V;
+    check(chargen_i8_step(&m.gru, B, tok, h_in, h_out, logits, scratch) == CHARGEN_I8_BAD_TOKEN,
+          "step: a token >= V is refused");
+    tok[B - 1] = -1;
+    check(chargen_i8_step(&m.gru, B, tok, h_in, h_out, logits, scratch) == CHARGEN_I8_BAD_TOKEN,
+          "step: a negative token is refused");
+    check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0, "step: a refused step writes nothing");
+
+    m.hh[L - 1].ldw = H;
+    check(H % 64 == 0 || chargen_i8_check(&m.gru) == CHARGEN_I8_BAD_SHAPE, "check: unpadded rows are refused");
+    m.hh[L - 1].ldw = PAD(H);
+    m.hh[L - 1].K = H + 1;
+    check(chargen_i8_check(&m.gru) == CHARGEN_I8_BAD_SHAPE, "check: a matrix of the wrong shape is refused");
+    free(h_in), free(h_out), free(h_two), free(logits), free(logits_two), free(want_h), free(want_logits), free(tok);
+    free(scratch);
+    free_model(&m);
+}
+
+int main(void) {
+    test_quantize();
+    test_matmul(1, 3072, 1024);
+    test_matmul(3, 7, 100);
+    test_matmul(5, 9, 64);
+    test_matmul(2, 13, 65);
+    test_matmul(4, 1, 1);
+    test_matmul(17, 30, 130);
+    test_step(1, 64, 11, 1);
+    test_step(2, 40, 7, 3);
+    test_step(3, 100, 65, 8);
+    printf("test_int8_step: %d checks, %d failed (kernel %s, openmp %d)\n", checks, failed, chargen_i8_kernel(),
+           chargen_i8_openmp());
+    return failed != 0;
+}
