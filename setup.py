@@ -1,5 +1,7 @@
 # The Cython extensions are the one part pyproject.toml cannot declare by itself.
 # A failed build fails the install.
+import sys
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -22,4 +24,16 @@ gru = Extension(
     extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math"],
 )
 
-setup(ext_modules=cythonize([sampler, gru], language_level=3))
+# The int8 step (chargen.runtime.engine): its products run on OpenMP threads where the
+# compiler has OpenMP (GCC, and clang with libomp); elsewhere on one thread.
+openmp = [] if sys.platform in ("darwin", "win32") else ["-fopenmp"]
+int8 = Extension(
+    "chargen.runtime._int8",
+    sources=["runtime/_int8.pyx", "csrc/int8_step.c", "csrc/gru_train.c"],
+    include_dirs=["csrc", numpy.get_include()],
+    extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", *openmp],
+    extra_link_args=openmp,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(ext_modules=cythonize([sampler, gru, int8], language_level=3))

@@ -5,7 +5,9 @@
     python benchmarks/bench_runtime.py --json out.json  # + the figures as JSON
 
 Measured (chars/s; per step: one graph run + one draw for every stream):
-  runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8, int8-nbits)
+  runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8, int8-nbits),
+                on onnxruntime
+  runtime int8-chargen  the int8 model on chargen's own int8 step in C (chargen.runtime.engine)
   ort+numpy     a plain loop: session.run(feeds) + numpy softmax + np.random.choice
   torch eager   nn.Embedding + nn.GRU + nn.Linear, one step at a time, torch.multinomial
   floor         the step's weight read alone: the same weight matrices as MatMuls in one graph,
@@ -130,9 +132,18 @@ class Split(Timed):
         self.best_split = min(self.best_split, (whole, graph, sampler))
 
 
-def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None:
-    """Time every contender in turns (round-robin slices of about slice_s), keeping the time of every slice
-    of each: a machine shared with other work then slows every contender alike."""
+# Idle time before each slice. onnxruntime's intra-op threads keep spinning after a run (measured:
+# ~50 ms of CPU burnt after the last step, on the 2-core EPYC), libgomp's (chargen's int8 step)
+# 10-20 ms: without a pause, a slice shares the cores with the previous contender's spinning
+# threads (measured: chargen's int8 step 83 us/step right after onnxruntime's fp32 one against
+# 39 us alone; the fp32 step 158 us right after chargen's against 107 us).
+SETTLE_S = 0.06
+
+
+def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15, settle_s: float = SETTLE_S) -> None:
+    """Time every contender in turns (round-robin slices of about slice_s, each after settle_s of
+    idle, see SETTLE_S), keeping the time of every slice of each: a machine shared with other work
+    then slows every contender alike."""
     chunks = {}
     for name, c in contenders.items():  # warm-up, and a chunk size of about one slice
         t0, n = time.perf_counter(), 0
@@ -143,11 +154,14 @@ def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15) -> None
     deadline = time.perf_counter() + seconds * len(contenders)
     while time.perf_counter() < deadline:
         for name, c in contenders.items():
+            time.sleep(settle_s)
             c.slice(chunks[name])
+            deadline += settle_s  # the budget is for timed work
 
 
 # ------------------------------------------------------------------------------ the contenders
-PRECISIONS = ("fp32", "int8", "int8-nbits")
+PRECISIONS = ("fp32", "int8", "int8-nbits")  # the exports, each on onnxruntime
+CHARGEN = "runtime int8-chargen (chargen's int8 step in C)"  # the int8 export on chargen's own step
 FLOORS = {"fp32": "floor: the weight read alone (MatMuls)", "int8": "floor int8: the quantized MatMuls alone",
           "int8-nbits": "floor int8-nbits: the MatMulNBits alone"}
 
@@ -156,10 +170,10 @@ def runtime_name(precision: str) -> str:
     return f"runtime {precision} (default options)"
 
 
-def runtime_generator(path, B, threads=None, session_config=None):
+def runtime_generator(path, B, threads=None, session_config=None, engine="onnxruntime"):
     from chargen.runtime import GenerationOptions, Generator, Model
 
-    model = Model.load(path, device="cpu", threads=threads, session_config=session_config)
+    model = Model.load(path, device="cpu", threads=threads, session_config=session_config, engine=engine)
     g = Generator(model, GenerationOptions(seed=0), batch_size=B)
     g.feed("ROMEO: ")
     return g
@@ -274,6 +288,7 @@ def main(argv=None) -> dict:
         L, H, V = args.layers, args.hidden_size, len(vocab)
         for B in batches:
             gens = {runtime_name(p): runtime_generator(paths[p], B) for p in PRECISIONS}
+            gens[CHARGEN] = runtime_generator(paths["int8"], B, engine="chargen")
             if args.sweep:
                 for threads in (1, 2):
                     for spin in ("0", "1"):
@@ -314,6 +329,8 @@ def main(argv=None) -> dict:
                 ratios = {
                     "int8 / fp32": fp32 / t[runtime_name("int8")],
                     "int8-nbits / fp32": fp32 / t[runtime_name("int8-nbits")],
+                    "int8-chargen / fp32": fp32 / t[CHARGEN],
+                    "int8-chargen / int8": t[runtime_name("int8")] / t[CHARGEN],
                     "fp32 / ort+numpy": t["ort+numpy fp32 (session.run loop)"] / fp32,
                     **{f"{p} / floor": t[FLOORS[p]] / getattr(beside[FLOORS[p]][1], kind) for p in PRECISIONS},
                 }

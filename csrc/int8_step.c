@@ -7,13 +7,20 @@
 #include "gru_train.h"
 #include "simd.h"
 
+/* One OpenMP team per step (its threads spin a while between steps: OMP_WAIT_POLICY); the
+ * loops inside are shared out with orphaned `omp for`, which run whole on the calling thread
+ * outside a parallel region.  Every output is computed by one thread in a fixed order, so the
+ * result does not depend on the number of threads. */
 #ifdef _OPENMP
 #include <omp.h>
 #define PRAGMA(x) _Pragma(#x)
-/* one OpenMP team per loop; its threads spin a while between steps (OMP_WAIT_POLICY) */
-#define PARALLEL_FOR(threads, work) PRAGMA(omp parallel for schedule(static) num_threads(threads) if (work))
+#define PARALLEL(threads) PRAGMA(omp parallel num_threads(threads))
+#define FOR PRAGMA(omp for schedule(static))
+#define SINGLE PRAGMA(omp single)
 #else
-#define PARALLEL_FOR(threads, work)
+#define PARALLEL(threads)
+#define FOR
+#define SINGLE
 #endif
 
 #if CHARGEN_AVX2
@@ -110,31 +117,113 @@ VNNI_TARGET static void dot_vnni(size_t K, const uint8_t *restrict x, const int8
         *out = _mm512_reduce_add_epi32(a);
     }
 }
+
+/* four x rows by four weight rows: each load feeds four vpdpbusd (a batch's product is then
+ * bound by the multiplies, not the loads); sums to out[b * TILE + r] */
+VNNI_TARGET static void dot4x4_vnni(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w,
+                                    size_t ldw, int32_t *restrict out) {
+    const size_t K64 = (K + 63) / 64 * 64;
+    __m512i a[4][4];
+    size_t k, b, r;
+    for (b = 0; b < 4; b++)
+        for (r = 0; r < 4; r++) a[b][r] = _mm512_setzero_si512();
+    for (k = 0; k < K64; k += 64) {
+        const __m512i w0 = _mm512_loadu_si512(w + k), w1 = _mm512_loadu_si512(w + ldw + k);
+        const __m512i w2 = _mm512_loadu_si512(w + 2 * ldw + k), w3 = _mm512_loadu_si512(w + 3 * ldw + k);
+        for (b = 0; b < 4; b++) {
+            const __m512i xv = _mm512_loadu_si512(x + b * ldx + k);
+            a[b][0] = _mm512_dpbusd_epi32(a[b][0], xv, w0);
+            a[b][1] = _mm512_dpbusd_epi32(a[b][1], xv, w1);
+            a[b][2] = _mm512_dpbusd_epi32(a[b][2], xv, w2);
+            a[b][3] = _mm512_dpbusd_epi32(a[b][3], xv, w3);
+        }
+    }
+    for (b = 0; b < 4; b++) _mm_storeu_si128((__m128i *)(out + b * TILE), hsum4_vnni(a[b][0], a[b][1], a[b][2], a[b][3]));
+}
+
+/* four x rows by a full tile of weight rows */
+VNNI_TARGET static void dot4_vnni(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w,
+                                  size_t ldw, int32_t *restrict out) {
+    dot4x4_vnni(K, x, ldx, w, ldw, out);
+    dot4x4_vnni(K, x, ldx, w + 4 * ldw, ldw, out + 4);
+}
 #endif
 
-static dot_fn *pick_dot(const char **name) {
+/* ------------------------------------------------------------------ the head, in float32 */
+/* logits (B, V) = h (B, H) W^T + bias in float32, rows [v0, v1): sixteen partial sums a row,
+ * which the compiler keeps in one vector register; built for AVX-512 and AVX2 as well */
+static INLINE void head_rows(size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias,
+                             float *logits, size_t v0, size_t v1) {
+    size_t v, b, k, j;
+    for (v = v0; v < v1; v++) {
+        const float *wv = w + v * H;
+        for (b = 0; b < B; b++) {
+            const float *hb = h + b * H;
+            float acc[16] = {0}, s = 0.0f;
+            for (k = 0; k + 16 <= H; k += 16)
+                for (j = 0; j < 16; j++) acc[j] += hb[k + j] * wv[k + j];
+            for (; k < H; k++) s += hb[k] * wv[k];
+            for (j = 0; j < 16; j++) s += acc[j];
+            logits[b * V + v] = s + bias[v];
+        }
+    }
+}
+
+typedef void head_fn(size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias, float *logits,
+                     size_t v0, size_t v1);
+
+static void head_c(size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias, float *logits,
+                   size_t v0, size_t v1) {
+    head_rows(B, H, V, h, w, bias, logits, v0, v1);
+}
+#if CHARGEN_AVX2
+__attribute__((target("avx2,fma"))) static void head_avx2(size_t B, size_t H, size_t V, const float *h,
+                                                          const float *w, const float *bias, float *logits,
+                                                          size_t v0, size_t v1) {
+    head_rows(B, H, V, h, w, bias, logits, v0, v1);
+}
+#endif
+#if CHARGEN_AVX512
+__attribute__((target("avx512f,avx2,fma,prefer-vector-width=512"))) static void head_avx512(
+    size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias, float *logits, size_t v0,
+    size_t v1) {
+    head_rows(B, H, V, h, w, bias, logits, v0, v1);
+}
+#endif
+
+/* ------------------------------------------------------------------ the kernels a CPU gets */
+/* four x rows (at stride ldx) by TILE weight rows: out[b * TILE + r]; NULL where a kernel has none */
+typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
+                     int32_t *restrict out);
+
+typedef struct {
+    const char *name;
+    dot_fn *dot;
+    dot4_fn *dot4;
+    head_fn *head;
+} kernels_t;
+
+static kernels_t pick_kernels(void) {
 #if CHARGEN_AVX512
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) {
-        *name = "avx512vnni";
-        return dot_vnni;
+        const kernels_t k = {"avx512vnni", dot_vnni, dot4_vnni, head_avx512};
+        return k;
     }
 #endif
 #if CHARGEN_AVX2
     if (__builtin_cpu_supports("avx2")) {
-        *name = "avx2";
-        return dot_avx2;
+        const kernels_t k = {"avx2", dot_avx2, NULL, head_avx2};
+        return k;
     }
 #endif
-    *name = "c";
-    return dot_c;
+    {
+        const kernels_t k = {"c", dot_c, NULL, head_c};
+        return k;
+    }
 }
 
-const char *chargen_i8_kernel(void) {
-    const char *name;
-    pick_dot(&name);
-    return name;
-}
+const char *chargen_i8_kernel(void) { return pick_kernels().name; }
 
 int chargen_i8_openmp(void) {
 #ifdef _OPENMP
@@ -144,14 +233,9 @@ int chargen_i8_openmp(void) {
 #endif
 }
 
-static int team(int threads) {
 #ifdef _OPENMP
-    return threads > 0 ? threads : omp_get_max_threads();
-#else
-    (void)threads;
-    return 1;
+static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 #endif
-}
 
 /* ------------------------------------------------------------------ quantize, multiply */
 void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum) {
@@ -190,63 +274,75 @@ float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *ze
     return scale;
 }
 
-static void matmul(dot_fn *dot, const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
-                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, int threads) {
+/* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point
+ * subtracted exactly), Cast, Mul and Add */
+static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows, const int32_t *acc, int32_t zero,
+                             float a_scale, float *yb) {
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        const size_t n = n0 + r;
+        const float v = (float)(acc[r] - zero * w->wsum[n]) * (a_scale * w->scale[n]);
+        yb[n] = w->bias ? v + w->bias[n] : v;
+    }
+}
+
+static void matmul(kernels_t kern, const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                   const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
     const size_t N = w->N, K = w->K, ldw = w->ldw, tiles = (N + TILE - 1) / TILE;
     ptrdiff_t t;
-    (void)threads;
-    PARALLEL_FOR(threads, tiles > 1)
+    FOR
     for (t = 0; t < (ptrdiff_t)tiles; t++) {
         const size_t n0 = (size_t)t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
-        size_t b, r;
-        int32_t acc[TILE];
-        for (b = 0; b < B; b++) {
-            float *yb = y + b * ldy;
-            dot(K, xq + b * ldx, w->w + n0 * ldw, ldw, rows, acc);
-            for (r = 0; r < rows; r++) {
-                const size_t n = n0 + r;
-                /* the graph's MatMulInteger (zero point subtracted exactly), Cast, Mul, Add */
-                const float v = (float)(acc[r] - zero[b] * w->wsum[n]) * (a_scale[b] * w->scale[n]);
-                yb[n] = w->bias ? v + w->bias[n] : v;
+        const int8_t *wt = w->w + n0 * ldw;
+        size_t b = 0, i;
+        int32_t acc[4 * TILE];
+        if (kern.dot4 && rows == TILE)
+            for (; b + 4 <= B; b += 4) {
+                kern.dot4(K, xq + b * ldx, ldx, wt, ldw, acc);
+                for (i = 0; i < 4; i++) scale_out(w, n0, rows, acc + i * TILE, zero[b + i], a_scale[b + i], y + (b + i) * ldy);
             }
+        for (; b < B; b++) {
+            kern.dot(K, xq + b * ldx, wt, ldw, rows, acc);
+            scale_out(w, n0, rows, acc, zero[b], a_scale[b], y + b * ldy);
         }
     }
 }
 
 void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                        const int32_t *zero, float *y, int threads) {
-    const char *name;
-    matmul(pick_dot(&name), w, B, xq, ldx, a_scale, zero, y, w->N, team(threads));
+    const kernels_t kern = pick_kernels();
+    (void)threads;
+    PARALLEL(team(threads))
+    matmul(kern, w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
 static void quantize_rows(size_t B, size_t K, const float *x, uint8_t *xq, size_t ldx, float *a_scale,
-                          int32_t *zero, int threads) {
+                          int32_t *zero) {
     ptrdiff_t b;
-    (void)threads;
-    PARALLEL_FOR(threads, B >= 4)
+    FOR
     for (b = 0; b < (ptrdiff_t)B; b++) a_scale[b] = chargen_i8_quantize_row(K, x + b * K, xq + b * ldx, zero + b);
 }
 
-/* logits (B, V) = h (B, H) W^T + bias in float32: sixteen partial sums a row, which the
- * compiler keeps in vector registers */
-static void head(size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias, float *logits,
-                 int threads) {
-    ptrdiff_t v;
-    (void)threads;
-    PARALLEL_FOR(threads, V * B * H >= 65536)
-    for (v = 0; v < (ptrdiff_t)V; v++) {
-        const float *wv = w + (size_t)v * H;
-        size_t b, k, j;
-        for (b = 0; b < B; b++) {
-            const float *hb = h + b * H;
-            float acc[16] = {0}, s = 0.0f;
-            for (k = 0; k + 16 <= H; k += 16)
-                for (j = 0; j < 16; j++) acc[j] += hb[k + j] * wv[k + j];
-            for (; k < H; k++) s += hb[k] * wv[k];
-            for (j = 0; j < 16; j++) s += acc[j];
-            logits[b * V + (size_t)v] = s + bias[v];
-        }
+static void head(head_fn *fn, size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias,
+                 float *logits) {
+    const size_t per = 8; /* rows a thread takes at once */
+    const ptrdiff_t chunks = (ptrdiff_t)((V + per - 1) / per);
+    ptrdiff_t c;
+    FOR
+    for (c = 0; c < chunks; c++) {
+        const size_t v0 = (size_t)c * per, v1 = v0 + per < V ? v0 + per : V;
+        fn(B, H, V, h, w, bias, logits, v0, v1);
     }
+}
+
+/* the gates, a stream at a time on the threads when there are several */
+static void gates(size_t B, size_t H, const float *gi, const float *gh, const float *b_hh, const float *h_prev,
+                  float *scratch, float *h_new) {
+    ptrdiff_t b;
+    FOR
+    for (b = 0; b < (ptrdiff_t)B; b++)
+        chargen_gru_forward_f32(1, H, gi + b * 3 * H, gh + b * 3 * H, b_hh, h_prev + b * H, scratch + b * 4 * H,
+                                h_new + b * H);
 }
 
 /* ------------------------------------------------------------------ the step */
@@ -291,30 +387,33 @@ int chargen_i8_check(const chargen_i8_gru *m) {
 int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, const float *h_in, float *h_out,
                     float *logits, void *scratch) {
     const size_t L = m->L, H = m->H, H3 = 3 * H, ldx = ROUND_UP(H);
-    const int threads = team(m->threads);
-    const char *name;
-    dot_fn *dot = pick_dot(&name);
+    const kernels_t kern = pick_kernels();
     scratch_t s;
-    size_t b, k;
+    size_t b;
     for (b = 0; b < B; b++)
         if (token[b] < 0 || (uint64_t)token[b] >= m->V) return CHARGEN_I8_BAD_TOKEN;
     carve(m, B, (char *)scratch + (ALIGN - (uintptr_t)scratch % ALIGN) % ALIGN, &s);
 
-    for (k = 0; k < L; k++) {
-        const float *h_prev = h_in + k * B * H; /* h_prev: (B, H) */
-        float *h_new = h_out + k * B * H;       /* h_new: (B, H) */
-        /* gi: (B, 3H) */
-        if (k == 0) {
-            for (b = 0; b < B; b++) memcpy(s.gi + b * H3, m->table + (size_t)token[b] * H3, H3 * sizeof(float));
-        } else {
-            quantize_rows(B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero, threads);
-            matmul(dot, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3, threads);
+    PARALLEL(team(m->threads)) {
+        size_t k;
+        for (k = 0; k < L; k++) {
+            const float *h_prev = h_in + k * B * H; /* h_prev: (B, H) */
+            float *h_new = h_out + k * B * H;       /* h_new: (B, H) */
+            /* gi: (B, 3H) */
+            if (k == 0) {
+                size_t i;
+                SINGLE
+                for (i = 0; i < B; i++) memcpy(s.gi + i * H3, m->table + (size_t)token[i] * H3, H3 * sizeof(float));
+            } else {
+                quantize_rows(B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
+                matmul(kern, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
+            }
+            /* gh: (B, 3H), without its bias: the gates add b_hh */
+            quantize_rows(B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
+            matmul(kern, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
+            gates(B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
         }
-        /* gh: (B, 3H), without its bias: the gates add b_hh */
-        quantize_rows(B, H, h_prev, s.xq, ldx, s.a_scale, s.zero, threads);
-        matmul(dot, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3, threads);
-        chargen_gru_forward_f32(B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
+        head(kern.head, B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits);
     }
-    head(B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits, threads);
     return CHARGEN_I8_OK;
 }

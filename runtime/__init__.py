@@ -17,6 +17,7 @@ _LAZY = {
     "ModelError": "chargen.runtime.model",
     "DeviceError": "chargen.runtime.model",
     "SlowModelWarning": "chargen.runtime.model",
+    "EngineError": "chargen.runtime.engine",
     "Generator": "chargen.runtime.generator",
     "GenerationOptions": "chargen.runtime.generator",
     "GeneratorState": "chargen.runtime.generator",

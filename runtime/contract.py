@@ -29,6 +29,31 @@ INT8_KERNEL_OPS = {"dynamic": "MatMulInteger", "nbits": "MatMulNBits"}  # the on
 DEFAULT_INT8_KERNEL = "dynamic"  # full speed on every CPU; nbits is opt-in (chargen.export.onnx_export.quantize_int8)
 FORMAT_VERSION = 1
 
+# The initializers of an int8 step graph that chargen's own int8 step (runtime/engine.py) reads,
+# as export/graph.py names them ("{base}_quantized", "_scale", "_zero_point" are quantize_dynamic's
+# for a matrix). The biases "gh_rz" (when fold_hh_bias is off) and layer k's "gi" (when all zero)
+# may be absent.
+INT8_WEIGHTS = {
+    "table": "gi_table_l0",  # [V, 3H] float32: layer 0's embedding, W_ih and biases folded
+    "w_hh": "gh_l{k}_w_t",  # [H, 3H] int8 (W_hh^T), one scale per output
+    "b_hh_rz": "gh_rz_l{k}_b",  # [2H] float32
+    "b_hh_n": "gh_n_l{k}_b",  # [H] float32
+    "w_ih": "gi_l{k}_w_t",  # [H, 3H] int8, layers k >= 1
+    "b_ih": "gi_l{k}_b",  # [3H] float32, layers k >= 1
+    "head_w_t": "head_w_t",  # [H, V] float32
+    "head_b": "head_b",  # [V] float32
+}
+
+
+def int8_weight_names(layers: int) -> list[str]:
+    """Every initializer name INT8_WEIGHTS gives for a model of that many layers."""
+    names = [INT8_WEIGHTS["table"], INT8_WEIGHTS["head_w_t"], INT8_WEIGHTS["head_b"]]
+    for k in range(layers):
+        matrices = ["w_hh"] + (["w_ih"] if k else [])
+        names += [INT8_WEIGHTS[m].format(k=k) + s for m in matrices for s in ("_quantized", "_scale", "_zero_point")]
+        names += [INT8_WEIGHTS[b].format(k=k) for b in ("b_hh_rz", "b_hh_n") + (("b_ih",) if k else ())]
+    return names
+
 
 class UnknownCharactersError(ValueError):
     """Text holds characters that the model's vocabulary lacks."""

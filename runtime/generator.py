@@ -11,7 +11,8 @@ iteration and generate() give lists of length B, logits is [B, V].
 
 Hot path (per generated character): one C sampler call that reads the logits
 buffer and writes the ids straight into the graph's token buffer, and one
-onnxruntime run through a pre-built IOBinding. The hidden state lives in two
+onnxruntime run through a pre-built IOBinding (or one call of chargen's int8
+step in C, where the model chose it: model.engine == "chargen"). The hidden state lives in two
 buffers bound once (state A -> B, then B -> A: two bindings, swapped, never
 copied); nothing is allocated per step.
 
@@ -210,6 +211,9 @@ class Generator:
             self._bindings.append(b)
         self._cbind = [getattr(b, "_iobinding", None) for b in self._bindings]
         self._run_c = model._run_inner if all(c is not None for c in self._cbind) else None
+        # chargen's int8 step (model.engine == "chargen") runs on the same host buffers
+        self._int8_step = model._int8_step
+        self._int8_scratch = self._int8_step.scratch(B) if self._int8_step is not None else None
         self._cur = 0  # the h buffer that holds the current state
         self._primed = False
         self._generated = 0
@@ -266,6 +270,8 @@ class Generator:
                 self._tok_ov.update_inplace(self._tok)
                 self.model._run(self._bindings[i], self._run_options[i])
                 np.copyto(self._logits, self._logits_ov.numpy())
+        elif self._int8_step is not None:
+            self._int8_step.step(self._tok, self._h[i], self._h[1 - i], self._logits, self._int8_scratch)
         elif self._run_c is not None:
             self._run_c(self._cbind[i], None)
         else:

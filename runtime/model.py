@@ -107,6 +107,9 @@ class Model:
             self.val_loss = None
         self.cuda_graph = cuda_graph
         self._ort = ort
+        # chargen's int8 step in C (chargen.runtime.engine), when load() chose it
+        self._int8_step = None
+        self.engine = "onnxruntime"
         # CUDA graphs: every Generator binding gets its own captured graph (gpu_graph_id), and
         # replays are serialised (capture and replay from several threads are not documented safe)
         self._graph_lock = threading.Lock()
@@ -119,24 +122,33 @@ class Model:
     def __repr__(self) -> str:
         return (
             f"Model({str(self.path)!r}, device={self.device!r}, vocab_size={self.vocab_size}, "
-            f"layers={self.num_layers}, hidden_size={self.hidden_size}, precision={self.precision!r})"
+            f"layers={self.num_layers}, hidden_size={self.hidden_size}, precision={self.precision!r}, "
+            f"engine={self.engine!r})"
         )
 
     # ------------------------------------------------------------------ load
     @classmethod
     def load(cls, path, device: str = "auto", threads: int | None = None, *,
-             cuda_graph: bool = True, session_config: dict | None = None) -> "Model":
+             cuda_graph: bool = True, session_config: dict | None = None, engine: str = "auto") -> "Model":
         """Open a chargen .onnx model on device 'auto' (CUDA if really usable, else CPU), 'cpu'
         or 'cuda'. threads: onnxruntime intra-op threads (default: onnxruntime's, one per
         physical core, measured fastest). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
         session_config: extra onnxruntime session config entries (e.g.
         {"session.intra_op.allow_spinning": "1"}), for measuring.
+        engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
+        int8 models on the CPU) or 'auto' (chargen's where it was measured faster: AVX-512
+        VNNI CPUs); see chargen.runtime.engine. model.engine says which.
 
         Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
-        version), DeviceError (device='cuda' where CUDA is not usable), ImportError
-        (onnxruntime not installed), ValueError (a bad argument)."""
+        version), DeviceError (device='cuda' where CUDA is not usable), EngineError
+        (engine='chargen' where it cannot run), ImportError (onnxruntime not installed),
+        ValueError (a bad argument)."""
+        from chargen.runtime.engine import ENGINES, EngineError, choose, planned
+
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
             raise ValueError(f"threads must be a non-negative integer (0: onnxruntime's default), not {threads!r}")
         path = Path(path)
@@ -145,9 +157,22 @@ class Model:
         if not path.is_file():
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
-        so = _session_options(ort, threads, session_config)
-        session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
-        return cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+        int8 = planned(engine, device, path)  # then the session is the step's reference only
+        so = _session_options(ort, 1 if int8 else threads, session_config)
+        session, chosen, graph = _open_session(ort, path, so, "cpu" if int8 else device, cuda_graph)
+        model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+        try:
+            model._int8_step = choose(model, engine, threads)
+        except EngineError:
+            if engine == "chargen":
+                raise
+        if model._int8_step is not None:
+            model.engine = "chargen"
+        elif int8:  # 'auto', and the step failed its check: onnxruntime, as asked
+            so = _session_options(ort, threads, session_config)
+            session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
+            model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+        return model
 
     @classmethod
     def _from_session(cls, session, *, path, device, cuda_graph, ort) -> "Model":

@@ -8,6 +8,7 @@ skipped by its wire type; length-delimited fields are skipped by slicing a memor
 (only varints are decoded byte by byte), so a model of tens of MB parses in milliseconds.
 
     read_initializers(path, names=None) -> {name: numpy array}
+    read_metadata(path) -> {key: value}   (metadata_props: which engine to open the model with)
 
 Any problem (missing file, truncated or corrupt protobuf, data that does not fit the
 dims, external data, an unsupported data type) raises OnnxFileError, a ValueError.
@@ -19,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["OnnxFileError", "read_initializers"]
+__all__ = ["OnnxFileError", "read_initializers", "read_metadata"]
 
 
 class OnnxFileError(ValueError):
@@ -177,18 +178,45 @@ def _read(buf, wanted):
     return out
 
 
-def read_initializers(path, names=None) -> dict[str, np.ndarray]:
-    """The initializers of the ONNX model at `path` as {name: array} (shape = the tensor's
-    dims, its numpy dtype, a fresh writeable copy). With `names`, only those tensors are
-    decoded and returned; names absent from the model are absent from the result.
-    Raises OnnxFileError."""
-    wanted = None if names is None else {names} if isinstance(names, str) else set(names)
+def _metadata(buf) -> dict[str, str]:
+    out = {}
+    for field, wire, entry in _fields(buf):
+        if field != 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
+            continue
+        _check(wire, (2,), "a metadata entry")
+        kv = {1: b"", 2: b""}
+        for f, w, v in _fields(entry):
+            if f in kv:
+                _check(w, (2,), "a metadata key or value")
+                kv[f] = v
+        try:
+            out[bytes(kv[1]).decode("utf-8")] = bytes(kv[2]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Bad(_CORRUPT + "a metadata entry is not UTF-8") from None
+    return out
+
+
+def _load(path, parse):
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise OnnxFileError(f"{path}: cannot read the model file: {e.strerror or e}") from None
     try:
-        return _read(memoryview(data), wanted)
+        return parse(memoryview(data))
     except _Bad as e:
         raise OnnxFileError(f"{path}: {e}") from None
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The model's metadata_props as {key: value} (the graph is skipped). Raises OnnxFileError."""
+    return _load(path, _metadata)
+
+
+def read_initializers(path, names=None) -> dict[str, np.ndarray]:
+    """The initializers of the ONNX model at `path` as {name: array} (shape = the tensor's
+    dims, its numpy dtype, a fresh writeable copy). With `names`, only those tensors are
+    decoded and returned; names absent from the model are absent from the result.
+    Raises OnnxFileError."""
+    wanted = None if names is None else {names} if isinstance(names, str) else set(names)
+    return _load(path, lambda buf: _read(buf, wanted))

@@ -29,11 +29,13 @@ def test_bench_runtime_reports_every_contender_and_ratio(tmp_path, capsys):
     for B in (1, 3):
         for p in bench.PRECISIONS:
             assert (f"runtime {p} (default options)", B) in names
+        assert (bench.CHARGEN, B) in names
         for other in (*bench.FLOORS.values(), "ort+numpy fp32 (session.run loop)", "torch eager fp32 (nn.GRU step)"):
             assert (other, B) in names
         for kind in ("best", "median"):
             ratios = results["ratios"][str(B)][kind]
-            assert set(ratios) == {"int8 / fp32", "int8-nbits / fp32", "fp32 / ort+numpy",
+            assert set(ratios) == {"int8 / fp32", "int8-nbits / fp32", "int8-chargen / fp32", "int8-chargen / int8",
+                                   "fp32 / ort+numpy",
                                    "fp32 / floor", "int8 / floor", "int8-nbits / floor"}
             assert all(math.isfinite(v) and v > 0 for v in ratios.values())
     for r in results["rows"]:

@@ -1,0 +1,171 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: initializedcheck=False, cdivision=True, embedsignature=True
+"""chargen's int8 GRU step (csrc/int8_step.c) for Python: the weights once, then one call a step.
+
+    step = Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=0)
+    scratch = step.scratch(B)                        # one per concurrent caller
+    step.step(token, h_in, h_out, logits, scratch)   # token (B) -> h_out (L, B, H), logits (B, V)
+
+Built by chargen.runtime.engine from an int8 model's own weights; see there for
+when the runtime uses it. The arrays are checked here (dtype, shape, C order,
+the weight rows' padding and 64-byte alignment) and kept alive by the object;
+the step runs without the GIL.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdlib cimport calloc, free
+
+cnp.import_array()
+
+
+cdef extern from "int8_step.h" nogil:
+    ctypedef struct chargen_i8_matrix:
+        size_t N, K, ldw
+        const int8_t *w
+        const float *scale
+        const int32_t *wsum
+        const float *bias
+
+    ctypedef struct chargen_i8_gru:
+        size_t L, H, V
+        const float *table
+        const chargen_i8_matrix *w_ih
+        const chargen_i8_matrix *w_hh
+        const float *b_hh
+        const float *head_w
+        const float *head_b
+        int threads
+
+    enum:
+        CHARGEN_I8_OK
+        CHARGEN_I8_BAD_TOKEN
+
+    size_t chargen_i8_scratch_bytes(const chargen_i8_gru *m, size_t B)
+    int chargen_i8_check(const chargen_i8_gru *m)
+    int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, const float *h_in,
+                        float *h_out, float *logits, void *scratch)
+    void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum)
+    const char *chargen_i8_kernel()
+    int chargen_i8_openmp()
+
+
+def kernel():
+    """The int8 kernel this CPU gets: 'avx512vnni', 'avx2' or 'c'."""
+    return chargen_i8_kernel().decode()
+
+
+def openmp():
+    """Whether the step runs on several threads (built with OpenMP)."""
+    return bool(chargen_i8_openmp())
+
+
+def _array(a, dtype, shape, what):
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{what}: expected a C-contiguous {np.dtype(dtype)} array of shape {shape}, got {got}")
+    return a
+
+
+cdef class Int8Step:
+    """The int8 step of one model (see the module docstring). Immutable: any number of threads
+    may call step() at once, each with its own scratch."""
+
+    cdef chargen_i8_gru gru
+    cdef chargen_i8_matrix *mats
+    cdef readonly size_t L, H, V
+    cdef readonly int threads
+    cdef list _keep
+
+    def __cinit__(self):
+        self.mats = NULL
+
+    def __dealloc__(self):
+        free(self.mats)
+
+    def __init__(self, table, w_ih, w_hh, b_hh, head_w, head_b, int threads=0):
+        """table (V, 3H) float32; w_hh: L tuples (w, scale) with w int8 (3H, ldw), its rows
+        zero-padded to ldw = H rounded up to 64 and 64-byte aligned, scale float32 (3H);
+        w_ih: L entries, None for layer 0, then (w, scale, bias) like w_hh plus a float32 (3H)
+        bias; b_hh (L, 3H), head_w (V, H), head_b (V) float32. threads: OpenMP threads
+        (0: OpenMP's default)."""
+        cdef size_t L = len(w_hh), k
+        if L < 1 or len(w_ih) != L:
+            raise ValueError("w_hh and w_ih need one entry per layer")
+        V, H3 = np.shape(table)
+        H = H3 // 3
+        ldw = (H + 63) // 64 * 64
+        keep = [_array(table, np.float32, (V, 3 * H), "table"), _array(b_hh, np.float32, (L, 3 * H), "b_hh"),
+                _array(head_w, np.float32, (V, H), "head_w"), _array(head_b, np.float32, (V,), "head_b")]
+        self.mats = <chargen_i8_matrix *>calloc(2 * L, sizeof(chargen_i8_matrix))
+        if self.mats == NULL:
+            raise MemoryError()
+        for k in range(2 * L):
+            layer, recurrent = k % L, k < L
+            entry = w_hh[layer] if recurrent else w_ih[layer]
+            what = f"layer {layer} {'W_hh' if recurrent else 'W_ih'}"
+            if not recurrent and layer == 0:
+                if entry is not None:
+                    raise ValueError("w_ih[0] must be None: layer 0 gathers its input from the table")
+                continue
+            if len(entry) != (2 if recurrent else 3):
+                raise ValueError(f"{what}: expected (w, scale{')' if recurrent else ', bias)'}")
+            w = _array(entry[0], np.int8, (3 * H, ldw), what)
+            if (<uintptr_t>cnp.PyArray_DATA(w)) % 64:
+                raise ValueError(f"{what}: the weights must start on a 64-byte boundary")
+            if ldw > H and w[:, H:].any():
+                raise ValueError(f"{what}: the padding of the rows past H must be zeros")
+            scale = _array(entry[1], np.float32, (3 * H,), what + " scale")
+            wsum = np.empty(3 * H, np.int32)
+            chargen_i8_row_sums(3 * H, H, ldw, <const int8_t *>cnp.PyArray_DATA(w), <int32_t *>cnp.PyArray_DATA(wsum))
+            keep += [w, scale, wsum]
+            self.mats[k].N, self.mats[k].K, self.mats[k].ldw = 3 * H, H, ldw
+            self.mats[k].w = <const int8_t *>cnp.PyArray_DATA(w)
+            self.mats[k].scale = <const float *>cnp.PyArray_DATA(scale)
+            self.mats[k].wsum = <const int32_t *>cnp.PyArray_DATA(wsum)
+            if not recurrent:
+                bias = _array(entry[2], np.float32, (3 * H,), what + " bias")
+                keep.append(bias)
+                self.mats[k].bias = <const float *>cnp.PyArray_DATA(bias)
+        self.gru.L, self.gru.H, self.gru.V = L, H, V
+        self.gru.table = <const float *>cnp.PyArray_DATA(keep[0])
+        self.gru.b_hh = <const float *>cnp.PyArray_DATA(keep[1])
+        self.gru.head_w = <const float *>cnp.PyArray_DATA(keep[2])
+        self.gru.head_b = <const float *>cnp.PyArray_DATA(keep[3])
+        self.gru.w_hh = self.mats
+        self.gru.w_ih = self.mats + L
+        self.gru.threads = max(threads, 0)
+        if chargen_i8_check(&self.gru) != CHARGEN_I8_OK:
+            raise ValueError("the int8 step's shapes do not fit together")
+        self._keep = keep
+        self.L, self.H, self.V, self.threads = L, H, V, self.gru.threads
+
+    def scratch(self, size_t batch_size):
+        """A scratch buffer for steps over batch_size streams (one per concurrent caller)."""
+        return np.zeros(chargen_i8_scratch_bytes(&self.gru, batch_size), np.uint8)
+
+    def step(self, const int64_t[::1] token, const float[:, :, ::1] h_in, float[:, :, ::1] h_out,
+             float[:, ::1] logits, uint8_t[::1] scratch):
+        """One step for B = len(token) streams: h_in (L, B, H) -> h_out (L, B, H) (not h_in),
+        logits (B, V). Raises ValueError for wrong shapes or a token outside [0, V) (then
+        nothing is written)."""
+        cdef size_t B = token.shape[0]
+        cdef int status
+        shape = (self.L, B, self.H)
+        if B < 1:
+            raise ValueError("step() needs at least one stream")
+        if (h_in.shape[0], h_in.shape[1], h_in.shape[2]) != shape or (h_out.shape[0], h_out.shape[1], h_out.shape[2]) != shape:
+            raise ValueError(f"h_in and h_out must have shape {shape}")
+        if logits.shape[0] != B or logits.shape[1] != self.V:
+            raise ValueError(f"logits must have shape {(B, self.V)}")
+        if <size_t>scratch.shape[0] < chargen_i8_scratch_bytes(&self.gru, B):
+            raise ValueError(f"scratch is too small for {B} streams: make it with scratch({B})")
+        if &h_in[0, 0, 0] == &h_out[0, 0, 0]:
+            raise ValueError("h_out must not be h_in")
+        with nogil:
+            status = chargen_i8_step(&self.gru, B, &token[0], &h_in[0, 0, 0], &h_out[0, 0, 0], &logits[0, 0],
+                                     &scratch[0])
+        if status == CHARGEN_I8_BAD_TOKEN:
+            raise ValueError(f"a token is outside [0, {self.V})")

@@ -1,0 +1,178 @@
+"""Which engine runs a model's step: onnxruntime, or chargen's own int8 step in C.
+
+    Model.load("model-int8.onnx")                        # engine="auto"
+    Model.load("model-int8.onnx", engine="chargen")      # or "onnxruntime"
+    model.engine                                         # what was chosen
+
+Why a second engine: at batch 1 an int8 model's step is bound by onnxruntime's int8
+product, which ran at about half the speed of a plain AVX-512 VNNI loop on the 2-core
+EPYC and got no faster with a second thread (benchmarks/bench_gemv.c, bench_runtime.py).
+csrc/int8_step.c runs the whole step (products, gates, head) in C on OpenMP threads.
+
+engine="auto" takes it for an int8 model with onnxruntime's MatMulInteger weights (the
+export's default int8 kernel) on the CPU, where the CPU has AVX-512 VNNI and the extension
+has OpenMP threads: where it was measured faster. engine="chargen" takes it wherever it
+can run (its AVX2 and plain-C kernels were not measured against onnxruntime's), and
+raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime
+session is made either way: it is the reference.
+
+Trust: the weights are the model file's own (chargen.runtime.onnx_file reads them, by the
+names export/graph.py gives them, contract.INT8_WEIGHTS), and before it is used the C step
+runs beside the onnxruntime session over CHECK_STEPS characters of a fixed text, each step
+from onnxruntime's state; logits or states further apart than TOLERANCE refuse it
+(EngineError, with the figure).
+Both quantize each stream's hidden state alike (DynamicQuantizeLinear) and sum the same
+int8 products exactly; they differ in the float rounding of the gates (a step's logits
+within 5e-6 on random models; over 1,000 free-running steps within 2e-6 where the model is not
+chaotic, as trained ones are not), and the C
+step quantizes per stream where the graph takes one scale for the whole batch, so a
+stream's text does not depend on the batch it runs in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chargen.runtime import contract
+
+ENGINES = ("auto", "onnxruntime", "chargen")
+CHECK_STEPS = 48
+TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
+
+
+class EngineError(ValueError):
+    """The engine asked for cannot run this model here; the message is one line."""
+
+
+def unsupported(device: str, metadata) -> str | None:
+    """Why chargen's int8 step cannot run a model with this metadata on this device, or None."""
+    if device == "cuda":
+        return "it runs on the CPU, and this model is on cuda"
+    precision = metadata.get(contract.META_PRECISION, "fp32")
+    if precision != "int8":
+        return f"it runs int8 models, and this one is {precision}"
+    kernel = metadata.get(contract.META_INT8_KERNEL, contract.DEFAULT_INT8_KERNEL)
+    if kernel != "dynamic":
+        return f"it runs int8 models with MatMulInteger weights (--int8-kernel dynamic), and this one has {kernel}"
+    return None
+
+
+def fast_here() -> bool:
+    """Whether this CPU and build are where chargen's int8 step was measured faster than
+    onnxruntime's: AVX-512 VNNI, on OpenMP threads."""
+    from chargen.runtime import _int8
+
+    return _int8.kernel() == "avx512vnni" and _int8.openmp()
+
+
+def planned(engine: str, device: str, path) -> bool:
+    """Whether Model.load should open this model for chargen's int8 step: then its onnxruntime
+    session is only the reference the step is checked against, and gets one thread (no
+    onnxruntime threads left spinning, pinned to a core the step's threads need)."""
+    from chargen.runtime.onnx_file import OnnxFileError, read_metadata
+
+    if engine == "onnxruntime" or device == "cuda":
+        return False
+    try:
+        metadata = read_metadata(path)
+    except OnnxFileError:
+        return False  # onnxruntime says what is wrong with the file
+    return unsupported("cpu", metadata) is None and (engine == "chargen" or fast_here())
+
+
+def choose(model, engine: str, threads: int | None):
+    """The Int8Step for model (engine 'chargen', or 'auto' where it pays), else None.
+    Raises EngineError where engine='chargen' cannot run the model, and (either engine) where
+    the step fails its check against onnxruntime."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "onnxruntime":
+        return None
+    why = unsupported(model.device, model.metadata)
+    if why is not None or (engine == "auto" and not fast_here()):
+        if engine == "auto":
+            return None
+        raise EngineError(f"{model.path}: engine='chargen' cannot run this model: {why}; use engine='onnxruntime' or 'auto'")
+    step = build(model, threads)
+    check(model, step)
+    return step
+
+
+def _aligned_rows(w_t: np.ndarray) -> np.ndarray:
+    """int8 W^T (K, N) as rows (N, ldw), ldw = K rounded up to 64, zero-padded, 64-byte aligned."""
+    K, N = w_t.shape
+    ldw = -(-K // 64) * 64
+    buf = np.zeros(N * ldw + 64, np.int8)
+    start = -buf.ctypes.data % 64
+    rows = buf[start : start + N * ldw].reshape(N, ldw)
+    rows[:, :K] = w_t.T
+    return rows
+
+
+def build(model, threads: int | None):
+    """An Int8Step from the model file's weights. Raises EngineError."""
+    from chargen.runtime import _int8
+    from chargen.runtime.onnx_file import OnnxFileError, read_initializers
+
+    L, H, V = model.num_layers, model.hidden_size, model.vocab_size
+    names = contract.int8_weight_names(L)
+    try:
+        w = read_initializers(model.path, names)
+    except OnnxFileError as e:
+        raise EngineError(str(e)) from None
+    optional = {n for n in names if n.startswith(("gh_rz_", "gi_l")) and n.endswith("_b")}
+    missing = [n for n in names if n not in w and n not in optional]
+    if missing:
+        raise EngineError(f"{model.path}: not chargen's int8 step graph (no initializer {missing[0]!r})")
+
+    def matrix(base: str, bias: str | None):
+        q, scale, zero = (w[base + s] for s in ("_quantized", "_scale", "_zero_point"))
+        if q.dtype != np.int8 or q.shape != (H, 3 * H) or np.any(zero):
+            raise EngineError(f"{model.path}: {base} is not symmetric int8 [{H}, {3 * H}] "
+                              f"({q.dtype} {list(q.shape)}); re-export with `gen export --precision int8`")
+        scale = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (3 * H,)).copy()
+        entry = (_aligned_rows(q), scale)
+        if bias is not None:
+            entry += (np.ascontiguousarray(w.get(bias, np.zeros(3 * H)), np.float32),)
+        return entry
+
+    try:
+        w_hh = [matrix(contract.INT8_WEIGHTS["w_hh"].format(k=k), None) for k in range(L)]
+        w_ih = [None] + [matrix(contract.INT8_WEIGHTS["w_ih"].format(k=k), contract.INT8_WEIGHTS["b_ih"].format(k=k))
+                         for k in range(1, L)]
+        b_hh = np.zeros((L, 3 * H), np.float32)
+        for k in range(L):
+            b_hh[k, : 2 * H] = w.get(contract.INT8_WEIGHTS["b_hh_rz"].format(k=k), 0.0)
+            b_hh[k, 2 * H :] = w[contract.INT8_WEIGHTS["b_hh_n"].format(k=k)]
+        table = np.ascontiguousarray(w[contract.INT8_WEIGHTS["table"]], np.float32)
+        head_w = np.ascontiguousarray(w[contract.INT8_WEIGHTS["head_w_t"]].T, np.float32)
+        head_b = np.ascontiguousarray(w[contract.INT8_WEIGHTS["head_b"]], np.float32)
+        return _int8.Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=threads or 0)
+    except ValueError as e:  # shapes that do not fit: not the graph the names promise
+        raise EngineError(f"{model.path}: chargen's int8 step cannot use these weights: {e}") from None
+
+
+def check(model, step) -> float:
+    """Run the C step beside the onnxruntime session over CHECK_STEPS characters, each step from
+    the state onnxruntime reached (so what is compared is the two implementations, not how a
+    model's dynamics amplify a rounding difference); the largest logits difference, or
+    EngineError past TOLERANCE."""
+    L, H, V = model.num_layers, model.hidden_size, model.vocab_size
+    tokens = (np.arange(CHECK_STEPS) * 7 + 3) % V
+    h = np.zeros((L, 1, H), np.float32)
+    h_out = np.zeros((L, 1, H), np.float32)
+    logits = np.zeros((1, V), np.float32)
+    scratch = step.scratch(1)
+    worst = 0.0
+    for t in tokens:
+        token = np.array([t], np.int64)
+        want, want_h = model.session.run(None, {contract.INPUT_TOKEN: token, contract.INPUT_H: h})
+        step.step(token, h, h_out, logits, scratch)
+        worst = max(worst, float(np.max(np.abs(logits - want))), float(np.max(np.abs(h_out - want_h))))
+        h = want_h
+    if not worst <= TOLERANCE:
+        raise EngineError(
+            f"{model.path}: chargen's int8 step disagrees with onnxruntime on this model (logits or "
+            f"state {worst:.3g} apart over {CHECK_STEPS} steps, more than {TOLERANCE}); use engine='onnxruntime'"
+        )
+    return worst

@@ -1,0 +1,219 @@
+"""chargen's int8 step in C (chargen.runtime.engine) against onnxruntime's session of the same
+int8 model file: long rollouts, sampling, batches, threads, and the choice of engine."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from chargen.export.graph import GraphOptions, build_graph, build_step_graph, random_weights  # noqa: E402
+from chargen.export.onnx_export import quantize_int8  # noqa: E402
+from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
+from chargen.runtime import _int8, engine  # noqa: E402
+
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 8  # 1,000+ chars
+
+
+def int8_model(path, L, H, E=16, options=GraphOptions(), kernel="dynamic", seed=3, rnn_scale=1.0):
+    """An int8 model file from random weights: torch's init scale (rnn_scale=1) gives a
+    contractive recurrence, as trained models have; rnn_scale=4 a chaotic one."""
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
+    weights = random_weights(len(vocab), E, H, L, seed=seed, head_scale=8, rnn_scale=rnn_scale)
+    graph = build_graph(weights, config, vocab, corpus="random", precision="int8", options=options)
+    onnx.save(quantize_int8(graph, kernel=kernel), path)
+    return path
+
+
+# H=96: rows padded to 128 for the kernels; L=2: layer 1's quantized W_ih
+@pytest.fixture(scope="module", params=[(1, 64), (2, 96)], ids=["L1-H64", "L2-H96"])
+def path(request, tmp_path_factory):
+    L, H = request.param
+    return int8_model(tmp_path_factory.mktemp("int8") / f"int8-L{L}-H{H}.onnx", L, H)
+
+
+@pytest.fixture(scope="module")
+def engines(path):
+    return Model.load(path, device="cpu", engine="chargen"), Model.load(path, device="cpu", engine="onnxruntime")
+
+
+def test_every_step_is_onnxruntimes_even_on_a_chaotic_model(tmp_path):
+    """From the same state, over 1,000+ characters of text, the C step's logits and state are
+    within 2e-5 of onnxruntime's (both quantize the state alike and sum the int8 products
+    exactly; the gates round differently) on a model whose recurrence amplifies any difference."""
+    model = Model.load(int8_model(tmp_path / "chaos.onnx", 2, 96, rnn_scale=4.0), device="cpu", engine="chargen")
+    step, (L, H, V) = model._int8_step, (model.num_layers, model.hidden_size, model.vocab_size)
+    h, h_out, logits, scratch = np.zeros((L, 1, H), np.float32), np.zeros((L, 1, H), np.float32), np.zeros((1, V), np.float32), step.scratch(1)
+    worst = 0.0
+    for t in model.vocab.encode(TEXT):
+        token = np.array([t])
+        want, want_h = model.session.run(None, {"token": token, "h": h})
+        step.step(token, h, h_out, logits, scratch)
+        worst = max(worst, float(np.abs(logits - want).max()), float(np.abs(h_out - want_h).max()))
+        h = want_h
+    assert worst < 2e-5, worst
+
+
+def test_a_long_rollout_follows_onnxruntime(engines):
+    """Teacher-forced over 1,000+ characters, each engine on its own state: every step's logits
+    within 1e-4 of onnxruntime's."""
+    ours, theirs = engines
+    assert (ours.engine, theirs.engine) == ("chargen", "onnxruntime")
+    ids = ours.vocab.encode(TEXT)
+    g, r = Generator(ours, GenerationOptions(seed=0)), Generator(theirs, GenerationOptions(seed=0))
+    g.feed(TEXT[0])
+    r.feed(TEXT[0])
+    worst = 0.0
+    for i in ids[1:]:
+        worst = max(worst, float(np.max(np.abs(g.logits - r.logits))))
+        g.advance([i])
+        r.advance([i])
+    assert len(ids) > 1000 and worst < 1e-4, worst
+    assert np.max(np.abs(g.state().h - r.state().h)) < 1e-5
+
+
+def test_greedy_and_sampled_text_are_onnxruntimes(engines):
+    ours, theirs = engines
+    for options in (GenerationOptions(temperature=0, max_length=500), GenerationOptions(seed=11, max_length=400)):
+        a = Generator(ours, options).generate("ROMEO: ")[0]
+        b = Generator(theirs, options).generate("ROMEO: ")[0]
+        assert a == b and len(a) == options.max_length
+
+
+def test_same_seed_same_text_and_restore_is_bit_exact(engines):
+    model = engines[0]
+    run = lambda: Generator(model, GenerationOptions(seed=5, max_length=300)).generate("KING: ")  # noqa: E731
+    assert run() == run()
+    g = Generator(model, GenerationOptions(seed=5, top_k=10), batch_size=2)
+    g.feed("KING: ")
+    for _ in range(50):
+        g.step()
+    saved = g.state()
+    first = [g.step() for _ in range(100)]
+    logits = g.logits.copy()
+    g.restore(saved)
+    assert [g.step() for _ in range(100)] == first
+    assert np.array_equal(g.logits, logits)
+
+
+def test_a_stream_does_not_depend_on_its_batch(engines):
+    """The C step quantizes each stream's state on its own: a batch with per-stream seeds is
+    B single runs, character for character (onnxruntime's int8 graph takes one scale for the
+    whole batch, so it cannot promise this)."""
+    model = engines[0]
+    seeds, starts = [3, 4, 5, 6, 7], ["A", "BB", "Cat ", "\n", "ROMEO: "]
+    batch = Generator(model, GenerationOptions(seed=seeds, max_length=200), batch_size=5).generate(starts)
+    singles = [Generator(model, GenerationOptions(seed=s, max_length=200)).generate(t)[0] for s, t in zip(seeds, starts)]
+    assert batch == singles
+
+
+def test_one_model_many_threads(engines):
+    model = engines[0]
+    seeds = list(range(6))
+    want = [Generator(model, GenerationOptions(seed=s, max_length=300)).generate("To be")[0] for s in seeds]
+    got = [None] * len(seeds)
+    barrier = threading.Barrier(len(seeds))
+
+    def work(i):
+        g = Generator(model, GenerationOptions(seed=seeds[i], max_length=300))
+        barrier.wait()
+        got[i] = g.generate("To be")[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(seeds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+
+
+def test_thread_count_does_not_change_a_bit(path):
+    texts, logits = [], []
+    for threads in (1, 2, 3):
+        model = Model.load(path, device="cpu", engine="chargen", threads=threads)
+        g = Generator(model, GenerationOptions(seed=2, max_length=200), batch_size=5)
+        texts.append(g.generate("Hi"))
+        logits.append(g.logits.copy())
+    assert texts[0] == texts[1] == texts[2]
+    assert np.array_equal(logits[0], logits[1]) and np.array_equal(logits[0], logits[2])
+
+
+def test_auto_takes_it_where_it_was_measured_faster(path, tmp_path):
+    auto = Model.load(path, device="cpu")
+    assert auto.engine == ("chargen" if engine.fast_here() else "onnxruntime")
+    assert f"engine={auto.engine!r}" in repr(auto)
+    if auto.engine == "chargen":  # the session is only the reference: no threads of its own
+        assert auto.session.get_session_options().intra_op_num_threads == 1
+    fp32 = tmp_path / "fp32.onnx"
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=8, hidden_size=32, layers=1, dropout=0.0)
+    onnx.save(build_step_graph(random_weights(len(vocab), 8, 32, 1), config, vocab), fp32)
+    assert Model.load(fp32, device="cpu").engine == "onnxruntime"
+    with pytest.raises(EngineError, match="engine='chargen' cannot run this model: it runs int8 models, and this one is fp32"):
+        Model.load(fp32, device="cpu", engine="chargen")
+    with pytest.raises(ValueError, match="engine must be one of auto, onnxruntime, chargen"):
+        Model.load(fp32, engine="tensorrt")
+
+
+def test_nbits_models_stay_with_onnxruntime(tmp_path):
+    nbits = int8_model(tmp_path / "nbits.onnx", 1, 32, kernel="nbits")
+    assert Model.load(nbits, device="cpu").engine == "onnxruntime"
+    with pytest.raises(EngineError, match="MatMulInteger weights"):
+        Model.load(nbits, device="cpu", engine="chargen")
+
+
+def test_a_graph_that_is_not_its_weights_is_refused(tmp_path):
+    """The step is checked against the graph at every load: a graph that computes something
+    else from the same weights (here its Tanh made a Sigmoid) is refused, and 'auto' falls
+    back to onnxruntime."""
+    path = int8_model(tmp_path / "m.onnx", 1, 64)
+    m = onnx.load(path)
+    next(n for n in m.graph.node if n.op_type == "Tanh").op_type = "Sigmoid"
+    onnx.save(m, path)
+    with pytest.raises(EngineError, match="disagrees with onnxruntime"):
+        Model.load(path, device="cpu", engine="chargen")
+    model = Model.load(path, device="cpu")
+    assert model.engine == "onnxruntime"
+    assert model.session.get_session_options().intra_op_num_threads == 0  # reopened as asked
+
+
+def test_a_graph_written_otherwise_is_refused_by_name(tmp_path):
+    path = int8_model(tmp_path / "split.onnx", 1, 32, options=GraphOptions(fused_gates=False))
+    with pytest.raises(EngineError, match="not chargen's int8 step graph"):
+        Model.load(path, device="cpu", engine="chargen")
+    assert Model.load(path, device="cpu").engine == "onnxruntime"
+
+
+def test_int8step_checks_its_arrays():
+    H, V = 32, 5
+    ok = dict(table=np.zeros((V, 3 * H), np.float32), b_hh=np.zeros((1, 3 * H), np.float32),
+              head_w=np.zeros((V, H), np.float32), head_b=np.zeros(V, np.float32))
+    rows = engine._aligned_rows(np.ones((H, 3 * H), np.int8))
+    scale = np.ones(3 * H, np.float32)
+    step = _int8.Int8Step(w_ih=[None], w_hh=[(rows, scale)], **ok)
+    h = np.zeros((1, 2, H), np.float32)
+    logits = np.zeros((2, V), np.float32)
+    step.step(np.array([0, 4]), h, h.copy(), logits, step.scratch(2))
+    with pytest.raises(ValueError, match="outside"):
+        step.step(np.array([0, V]), h, h.copy(), logits, step.scratch(2))
+    with pytest.raises(ValueError, match="scratch is too small"):
+        step.step(np.array([0, 1]), h, h.copy(), logits, step.scratch(1))
+    with pytest.raises(ValueError, match="must not be h_in"):
+        step.step(np.array([0, 1]), h, h, logits, step.scratch(2))
+    with pytest.raises(ValueError, match="64-byte boundary"):
+        unaligned = np.zeros(rows.size + 1, np.int8)[1:].reshape(rows.shape)
+        _int8.Int8Step(w_ih=[None], w_hh=[(unaligned, scale)], **ok)
+    with pytest.raises(ValueError, match="padding"):
+        padded = rows.copy() if rows.ctypes.data % 64 == 0 else rows
+        padded = engine._aligned_rows(np.ones((H, 3 * H), np.int8))
+        padded[:, H:] = 1
+        _int8.Int8Step(w_ih=[None], w_hh=[(padded, scale)], **ok)
+    with pytest.raises(ValueError, match="float32"):
+        _int8.Int8Step(w_ih=[None], w_hh=[(rows, scale.astype(np.float64))], **ok)
