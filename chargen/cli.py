@@ -205,15 +205,21 @@ def _warnings_as_lines():
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _load_model(path: Path, device: str, threads: Optional[int]):
-    """Model.load with every expected failure as a one-line error."""
+def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "auto"):
+    """Model.load with every expected failure as a one-line error (EngineError is a ValueError)."""
     from chargen.runtime.model import DeviceError, Model, ModelError
 
     try:
         with _warnings_as_lines():
-            return Model.load(path, device=device, threads=threads)
+            return Model.load(path, device=device, threads=threads, engine=engine)
     except (ModelError, DeviceError, ImportError, ValueError) as e:
         fail(str(e))
+
+
+_ENGINE_HELP = ("Who runs the step: onnxruntime, chargen (chargen's int8 step in C, for int8 models on the CPU) "
+                "or auto (chargen's where it was measured faster: CPUs with AVX-512 VNNI).")
+_THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
+                 "(default: one per core, the fastest; 1 spares a busy machine).")
 
 
 def _quiet_broken_pipe() -> None:
@@ -257,10 +263,11 @@ def sample(
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample once it has generated this text (repeat for several; \\n and \\t are read as newline and tab).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA if usable, else CPU), cpu or cuda.")] = "auto",
     unknown: Annotated[str, typer.Option(help="Characters of the start string that the model does not know: error or skip.")] = "error",
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: one per core, the fastest; 1 spares a busy machine).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "auto",
 ):
     """Generate text from an exported model (ONNX + C sampler; no torch)."""
-    from chargen.runtime.contract import UnknownCharactersError
+    from chargen.runtime.contract import ENGINES, UnknownCharactersError
     from chargen.runtime.generator import GenerationOptions, Generator
 
     if length < 0:
@@ -271,6 +278,8 @@ def sample(
         fail(f"--unknown must be error or skip, not {unknown!r}")
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    if engine not in ENGINES:
+        fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {engine!r}")
     try:
         options = GenerationOptions(
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=length,
@@ -278,7 +287,7 @@ def sample(
         )
     except ValueError as e:
         fail(str(e))
-    m = _load_model(model, device, threads)
+    m = _load_model(model, device, threads, engine)
     if start is None:
         start = "\n" if "\n" in m.vocab else m.vocab.chars[0]
     generator = Generator(m, options, batch_size=num_samples)
@@ -328,7 +337,8 @@ def sample(
 def bench(
     model: Annotated[list[Path], typer.Option("--model", "-m", help=_MODEL_HELP + " Repeat it to compare models, measured in turns.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: one per core).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
+    engine: Annotated[Optional[list[str]], typer.Option(help=_ENGINE_HELP + " Once for every model, or once per --model, in order (the same model twice with --engine onnxruntime --engine chargen compares the engines). [auto]")] = None,
     seconds: Annotated[float, typer.Option(help="About how long to measure each figure.")] = 2.0,
     batch: Annotated[Optional[list[int]], typer.Option(help="Batch sizes to measure (repeatable). [1, 64]")] = None,
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure import + load + first step in a fresh process.")] = True,
@@ -338,6 +348,7 @@ def bench(
     With several --model options the models take turns at each batch size, and the last lines give each one's chars/s as a multiple of the first one's: the way to choose between exports (fp32 or int8, --int8-kernel dynamic or nbits) on the machine you ship to.
     """
     from chargen.runtime.bench import BenchError, compare_bench, format_comparison
+    from chargen.runtime.contract import ENGINES
 
     if seconds <= 0:
         fail(f"--seconds must be > 0, not {seconds}")
@@ -346,10 +357,16 @@ def bench(
         fail("--batch sizes must be >= 1")
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    engines = engine or ["auto"]
+    if len(engines) not in (1, len(model)):
+        fail(f"give --engine once, or once per --model ({len(model)}), not {len(engines)} times")
+    for e in engines:
+        if e not in ENGINES:
+            fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {e!r}")
     try:
         with _warnings_as_lines():
             reports = compare_bench(model, device=device, threads=threads, seconds=seconds,
-                                    batch_sizes=sizes, cold_start=cold_start)
+                                    batch_sizes=sizes, cold_start=cold_start, engines=engines)
     except BenchError as e:
         fail(str(e))
     try:

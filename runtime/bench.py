@@ -105,6 +105,12 @@ class _Meter:
         }
 
 
+# Idle time before each slice when models take turns: onnxruntime's intra-op threads keep
+# spinning after a run (measured ~50 ms on a 2-core EPYC), and would share the cores with the
+# next model's slice (benchmarks/bench_runtime.py measured how much).
+SETTLE_S = 0.06
+
+
 def _measure_in_turns(generators, seconds: float) -> list[dict]:
     """Each generator's figures from about `seconds` of slices, the generators taking turns, so
     that models compared in one run see the same machine."""
@@ -112,9 +118,14 @@ def _measure_in_turns(generators, seconds: float) -> list[dict]:
     deadline = time.perf_counter() + seconds * len(meters)
     while True:
         for m in meters:
+            if len(meters) > 1:
+                time.sleep(SETTLE_S)
+                deadline += SETTLE_S
             m.slice()
         if time.perf_counter() >= deadline:
             return [m.result() for m in meters]
+
+
 
 
 _COLD = r"""
@@ -122,7 +133,8 @@ import resource, sys, time
 t0 = time.perf_counter()
 from chargen.runtime import GenerationOptions, Generator, Model
 t1 = time.perf_counter()
-model = Model.load(sys.argv[1], device=sys.argv[2], threads=None if sys.argv[3] == "" else int(sys.argv[3]))
+model = Model.load(sys.argv[1], device=sys.argv[2], threads=None if sys.argv[3] == "" else int(sys.argv[3]),
+                   engine=sys.argv[4])
 t2 = time.perf_counter()
 g = Generator(model, GenerationOptions(seed=0))
 g.feed(model.vocab.chars[0])
@@ -140,11 +152,11 @@ print({"import_s": t1 - t0, "load_s": t2 - t1, "first_step_s": t3 - t2, "total_s
 """
 
 
-def measure_cold_start(path, device: str = "auto", threads: int | None = None) -> dict:
+def measure_cold_start(path, device: str = "auto", threads: int | None = None, engine: str = "auto") -> dict:
     """import + load + first step in a fresh interpreter (and its wall time from the outside)."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _COLD, os.fspath(path), device, "" if threads is None else str(threads)],
+        [sys.executable, "-c", _COLD, os.fspath(path), device, "" if threads is None else str(threads), engine],
         capture_output=True, text=True, timeout=300,
     )
     wall = time.perf_counter() - t0
@@ -169,29 +181,44 @@ def _rss_bytes() -> int:
 
 
 def run_bench(path, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
-              batch_sizes=(1, 64), cold_start: bool = True) -> dict:
+              batch_sizes=(1, 64), cold_start: bool = True, engine: str = "auto") -> dict:
     """The figures of one model (see compare_bench)."""
     return compare_bench([path], device=device, threads=threads, seconds=seconds,
-                         batch_sizes=batch_sizes, cold_start=cold_start)[0]
+                         batch_sizes=batch_sizes, cold_start=cold_start, engines=[engine])[0]
 
 
 def compare_bench(paths, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
-                  batch_sizes=(1, 64), cold_start: bool = True) -> list[dict]:
+                  batch_sizes=(1, 64), cold_start: bool = True, engines=("auto",)) -> list[dict]:
     """One report per model; at each batch size the models take turns in short slices, so their
-    ratios hold even on a machine whose speed drifts (an fp32 against an int8 export, say)."""
-    from chargen.runtime.generator import GenerationOptions, Generator
-    from chargen.runtime.model import DeviceError, Model, ModelError
+    ratios hold even on a machine whose speed drifts (an fp32 against an int8 export, say).
+    engines: one for every model, or one per model (the same file twice compares engines).
 
+    Where onnxruntime and chargen's int8 step share the process and threads is None, the
+    onnxruntime sessions get their default thread count given explicitly (physical_cores()):
+    by default onnxruntime pins its threads to cores, and pinned and spinning they starved the
+    int8 step's threads on the same core (measured 2x slower in half the runs)."""
+    from chargen.runtime.engine import planned
+    from chargen.runtime.generator import GenerationOptions, Generator
+    from chargen.runtime.model import DeviceError, Model, ModelError, physical_cores
+
+    paths = [Path(p) for p in paths]
+    engines = list(engines) * len(paths) if len(engines) == 1 else list(engines)
+    if len(engines) != len(paths):
+        raise BenchError(f"{len(engines)} engines for {len(paths)} models: give one, or one per model")
+    plans = [e != "onnxruntime" and planned(e, device, p) for p, e in zip(paths, engines)]
+    if threads is None and any(plans) and not all(plans):
+        threads = physical_cores()
     models, reports = [], []
-    for path in map(Path, paths):
+    for path, engine in zip(paths, engines):
         try:
-            model = Model.load(path, device=device, threads=threads)
+            model = Model.load(path, device=device, threads=threads, engine=engine)
         except (ModelError, DeviceError, ImportError, ValueError) as e:
             raise BenchError(str(e)) from None
         so = model.session.get_session_options()
         models.append(model)
         reports.append({
             "model": os.fspath(path),
+            "engine": model.engine,
             "device": model.device,
             "precision": model.precision,
             "int8_kernel": model.metadata.get(contract.META_INT8_KERNEL),
@@ -199,7 +226,7 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             "hidden_size": model.hidden_size,
             "vocab_size": model.vocab_size,
             "embedding_dim": model.config.get("embedding_dim"),
-            "threads": so.intra_op_num_threads,
+            "threads": (model._int8_step.threads if model._int8_step is not None else so.intra_op_num_threads),
             "cpus": os.cpu_count(),
             "runs": [],
         })
@@ -209,15 +236,15 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             g = Generator(model, GenerationOptions(seed=0, temperature=1.0), batch_size=int(B))
             g.feed(model.vocab.chars[0])
             generators.append(g)
-        for report, run in zip(reports, _measure_in_turns(generators, seconds)):
-            report["runs"].append(run)
+        for report, run, g in zip(reports, _measure_in_turns(generators, seconds), generators):
+            report["runs"].append({**run, "engine": g.engine})
         del generators
     rss = _rss_bytes()
     for report in reports:
         report["rss_bytes"] = rss
         report["models_loaded"] = len(models)
         if cold_start:
-            report["cold_start"] = measure_cold_start(report["model"], device, threads)
+            report["cold_start"] = measure_cold_start(report["model"], device, threads, report["engine"])
     return reports
 
 
@@ -235,23 +262,31 @@ def format_comparison(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _engine(report: dict) -> str:
+    if report.get("engine") == "chargen":
+        threads = report["threads"] or "OpenMP's default number of"
+        return f"chargen's int8 step in C ({threads} thread(s)) where a row says chargen ('graph us' is its step), else onnxruntime"
+    return f"onnxruntime ({report['threads'] or 'its default: one per core,'} intra-op thread(s))"
+
+
 def _precision(report: dict) -> str:
     kernel = report.get("int8_kernel")
-    return f"{report['precision']} {contract.INT8_KERNEL_OPS.get(kernel, kernel)}" if kernel else report["precision"]
+    text = f"{report['precision']} {contract.INT8_KERNEL_OPS.get(kernel, kernel)}" if kernel else report["precision"]
+    return text + (", chargen engine" if report.get("engine") == "chargen" else "")
 
 
 def format_report(report: dict) -> str:
     lines = [
         f"model     {report['model']}  ({_precision(report)}, L={report['layers']} "
         f"E={report['embedding_dim']} H={report['hidden_size']} V={report['vocab_size']})",
-        f"device    {report['device']}, {report['threads'] or 'onnxruntime default (one per core)'} intra-op thread(s), {report['cpus']} CPU(s)",
+        f"device    {report['device']}, engine {_engine(report)}, {report['cpus']} CPU(s)",
         "",
-        f"{'batch':>6} {'chars/s':>12} {'step us':>9} {'graph us':>9} {'sampler us':>11} {'rest us':>8}",
+        f"{'batch':>6} {'chars/s':>12} {'step us':>9} {'graph us':>9} {'sampler us':>11} {'rest us':>8}  engine",
     ]
     for r in report["runs"]:
         lines.append(
             f"{r['batch_size']:>6} {r['chars_per_s']:>12,.0f} {r['step_us']:>9.1f} {r['graph_us']:>9.1f} "
-            f"{r['sampler_us']:>11.2f} {r['rest_us']:>8.1f}"
+            f"{r['sampler_us']:>11.2f} {r['rest_us']:>8.1f}  {r.get('engine', 'onnxruntime')}"
         )
     lines.append("")
     loaded = report.get("models_loaded", 1)

@@ -28,6 +28,7 @@ META_INT8_KERNEL = "chargen.int8_kernel"  # int8 only: nbits (MatMulNBits) | dyn
 INT8_KERNEL_OPS = {"dynamic": "MatMulInteger", "nbits": "MatMulNBits"}  # the onnxruntime op each writes
 DEFAULT_INT8_KERNEL = "dynamic"  # full speed on every CPU; nbits is opt-in (chargen.export.onnx_export.quantize_int8)
 FORMAT_VERSION = 1
+ENGINES = ("auto", "onnxruntime", "chargen")  # who runs the step (chargen.runtime.engine)
 
 # The initializers of an int8 step graph that chargen's own int8 step (runtime/engine.py) reads,
 # as export/graph.py names them ("{base}_quantized", "_scale", "_zero_point" are quantize_dynamic's

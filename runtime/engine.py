@@ -11,7 +11,8 @@ csrc/int8_step.c runs the whole step (products, gates, head) in C on OpenMP thre
 
 engine="auto" takes it for an int8 model with onnxruntime's MatMulInteger weights (the
 export's default int8 kernel) on the CPU, where the CPU has AVX-512 VNNI and the extension
-has OpenMP threads: where it was measured faster. engine="chargen" takes it wherever it
+has OpenMP threads, for generators of up to AUTO_MAX_BATCH streams: where it was measured
+faster (Generator.engine says which runs a generator). engine="chargen" takes it wherever it
 can run (its AVX2 and plain-C kernels were not measured against onnxruntime's), and
 raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime
 session is made either way: it is the reference.
@@ -34,9 +35,12 @@ from __future__ import annotations
 import numpy as np
 
 from chargen.runtime import contract
-
-ENGINES = ("auto", "onnxruntime", "chargen")
+from chargen.runtime.contract import ENGINES
 CHECK_STEPS = 48
+# engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime:
+# on the AVX-512 VNNI EPYC the step was 1.9x onnxruntime's at batch 1, 1.55x at 2, even at 3-4,
+# and 0.6-0.8x from 8 to 64, where onnxruntime's int8 GEMM kernel uses the CPU better.
+AUTO_MAX_BATCH = 2
 TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
 
 
@@ -67,8 +71,9 @@ def fast_here() -> bool:
 
 def planned(engine: str, device: str, path) -> bool:
     """Whether Model.load should open this model for chargen's int8 step: then its onnxruntime
-    session is only the reference the step is checked against, and gets one thread (no
-    onnxruntime threads left spinning, pinned to a core the step's threads need)."""
+    session gets its thread count given explicitly, which keeps onnxruntime from pinning its
+    threads to cores (pinned and spinning after a run, they starved the step's threads on the
+    same core: 2x slower in half the runs)."""
     from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
     if engine == "onnxruntime" or device == "cuda":

@@ -211,8 +211,9 @@ class Generator:
             self._bindings.append(b)
         self._cbind = [getattr(b, "_iobinding", None) for b in self._bindings]
         self._run_c = model._run_inner if all(c is not None for c in self._cbind) else None
-        # chargen's int8 step (model.engine == "chargen") runs on the same host buffers
-        self._int8_step = model._int8_step
+        # chargen's int8 step, where the model has it for this batch size, runs on the same host buffers
+        self.engine = model.engine_for(B)
+        self._int8_step = model._int8_step if self.engine == "chargen" else None
         self._int8_scratch = self._int8_step.scratch(B) if self._int8_step is not None else None
         self._cur = 0  # the h buffer that holds the current state
         self._primed = False

@@ -107,8 +107,10 @@ class Model:
             self.val_loss = None
         self.cuda_graph = cuda_graph
         self._ort = ort
-        # chargen's int8 step in C (chargen.runtime.engine), when load() chose it
+        # chargen's int8 step in C (chargen.runtime.engine), when load() chose it, and the
+        # largest batch it runs (None: all; engine='auto' leaves larger ones to onnxruntime)
         self._int8_step = None
+        self._int8_max_batch = None
         self.engine = "onnxruntime"
         # CUDA graphs: every Generator binding gets its own captured graph (gpu_graph_id), and
         # replays are serialised (capture and replay from several threads are not documented safe)
@@ -137,13 +139,14 @@ class Model:
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
         int8 models on the CPU) or 'auto' (chargen's where it was measured faster: AVX-512
-        VNNI CPUs); see chargen.runtime.engine. model.engine says which.
+        VNNI CPUs, batches of up to 2 streams); see chargen.runtime.engine. model.engine says
+        whether the model has chargen's step, model.engine_for(B) who runs a batch of B.
 
         Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
         version), DeviceError (device='cuda' where CUDA is not usable), EngineError
         (engine='chargen' where it cannot run), ImportError (onnxruntime not installed),
         ValueError (a bad argument)."""
-        from chargen.runtime.engine import ENGINES, EngineError, choose, planned
+        from chargen.runtime.engine import AUTO_MAX_BATCH, ENGINES, EngineError, choose, planned
 
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -157,8 +160,8 @@ class Model:
         if not path.is_file():
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
-        int8 = planned(engine, device, path)  # then the session is the step's reference only
-        so = _session_options(ort, 1 if int8 else threads, session_config)
+        int8 = planned(engine, device, path)
+        so = _session_options(ort, threads or physical_cores() if int8 else threads, session_config)
         session, chosen, graph = _open_session(ort, path, so, "cpu" if int8 else device, cuda_graph)
         model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
         try:
@@ -168,6 +171,7 @@ class Model:
                 raise
         if model._int8_step is not None:
             model.engine = "chargen"
+            model._int8_max_batch = AUTO_MAX_BATCH if engine == "auto" else None
         elif int8:  # 'auto', and the step failed its check: onnxruntime, as asked
             so = _session_options(ort, threads, session_config)
             session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
@@ -238,6 +242,12 @@ class Model:
         return cls(session, path=path, device=device, metadata=meta, vocab=vocab, config=config,
                    num_layers=num_layers, hidden_size=hidden, cuda_graph=cuda_graph, ort=ort)
 
+    def engine_for(self, batch_size: int) -> str:
+        """Who runs the step of a Generator of batch_size streams: 'chargen' or 'onnxruntime'."""
+        if self._int8_step is None or (self._int8_max_batch is not None and batch_size > self._int8_max_batch):
+            return "onnxruntime"
+        return "chargen"
+
     def generator(self, options=None, batch_size: int = 1, **kwargs):
         """Generator(self, options, batch_size): see chargen.runtime.Generator."""
         from chargen.runtime.generator import Generator
@@ -255,6 +265,19 @@ class Model:
             self._run_inner(binding._iobinding, run_options)
         else:  # pragma: no cover - older/newer onnxruntime without the inner session
             self.session.run_with_iobinding(binding, run_options)
+
+
+def physical_cores() -> int:
+    """This machine's physical cores (onnxruntime's default thread count), else its CPUs."""
+    try:
+        cores = set()
+        for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+            cores.add(((cpu / "physical_package_id").read_text().strip(), (cpu / "core_id").read_text().strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
 
 
 def _dim(graph_dim, config_value, name: str, path) -> int:

@@ -218,3 +218,44 @@ def test_bench_split_adds_up_to_the_step_it_was_taken_from(model_path):
         parts = run["graph_us"] + run["sampler_us"] + run["rest_us"]
         assert run["rest_us"] >= 0 and parts == pytest.approx(run["split_step_us"])
         assert run["chars_per_s"] == pytest.approx(run["batch_size"] / run["step_us"] * 1e6)
+
+
+# ---------------------------------------------------------------- --engine
+@pytest.fixture(scope="module")
+def int8_path(tmp_path_factory):
+    pytest.importorskip("onnxruntime.quantization")
+    from chargen.export.onnx_export import quantize_int8
+
+    vocab = Vocab.from_text(ALPHABET)
+    config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=64, layers=1, dropout=0.0)
+    graph = build_step_graph(random_weights(len(vocab), 16, 64, 1, seed=2, head_scale=8), config, vocab, precision="int8")
+    path = tmp_path_factory.mktemp("cli") / "int8.onnx"
+    onnx.save(quantize_int8(graph), path)
+    return path
+
+
+def test_sample_engine_chargen_prints_what_onnxruntime_prints(int8_path):
+    runs = {e: sample("-m", int8_path, "--start", "ROMEO: ", "--length", 300, "--seed", 9, "--engine", e)
+            for e in ("chargen", "onnxruntime", "auto")}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    assert runs["chargen"].stdout == runs["onnxruntime"].stdout == runs["auto"].stdout
+    assert len(runs["chargen"].stdout) >= 300
+
+
+def test_sample_engine_errors_are_one_line(model_path):
+    r = sample("-m", model_path, "--engine", "chargen", "--length", 5)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert "engine='chargen' cannot run this model: it runs int8 models, and this one is fp32" in r.stderr
+    r = sample("-m", model_path, "--engine", "tvm", "--length", 5)
+    assert r.exit_code == 1 and "--engine must be auto, onnxruntime or chargen, not 'tvm'" in r.stderr
+
+
+def test_bench_compares_the_engines_on_one_model(int8_path):
+    r = runner.invoke(app, ["bench", "-m", str(int8_path), "-m", str(int8_path), "--engine", "onnxruntime",
+                            "--engine", "chargen", "--seconds", "0.1", "--batch", "1", "--batch", "4", "--no-cold-start"])
+    assert r.exit_code == 0, r.output
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("1 ", "4 "))]
+    assert [row[-1] for row in rows] == ["onnxruntime", "onnxruntime", "chargen", "chargen"]
+    assert "int8 MatMulInteger, chargen engine" in r.stdout and "batch 4:" in r.stdout
+    bad = runner.invoke(app, ["bench", "-m", str(int8_path), "--engine", "chargen", "--engine", "auto"])
+    assert bad.exit_code == 1 and "give --engine once, or once per --model (1), not 2 times" in bad.stderr

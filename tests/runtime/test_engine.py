@@ -15,6 +15,7 @@ from chargen.export.graph import GraphOptions, build_graph, build_step_graph, ra
 from chargen.export.onnx_export import quantize_int8  # noqa: E402
 from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
 from chargen.runtime import _int8, engine  # noqa: E402
+from chargen.runtime.model import physical_cores  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -149,8 +150,12 @@ def test_auto_takes_it_where_it_was_measured_faster(path, tmp_path):
     auto = Model.load(path, device="cpu")
     assert auto.engine == ("chargen" if engine.fast_here() else "onnxruntime")
     assert f"engine={auto.engine!r}" in repr(auto)
-    if auto.engine == "chargen":  # the session is only the reference: no threads of its own
-        assert auto.session.get_session_options().intra_op_num_threads == 1
+    small, large = (Generator(auto, GenerationOptions(seed=1), batch_size=B) for B in (engine.AUTO_MAX_BATCH, 8))
+    assert small.engine == auto.engine and large.engine == "onnxruntime"  # where onnxruntime is faster
+    if auto.engine == "chargen":  # onnxruntime's thread count given, so that it does not pin its threads
+        assert auto.session.get_session_options().intra_op_num_threads == physical_cores()
+    forced = Model.load(path, device="cpu", engine="chargen")
+    assert Generator(forced, batch_size=64).engine == "chargen"
     fp32 = tmp_path / "fp32.onnx"
     vocab = Vocab.from_text(ALPHABET)
     config = dict(vocab_size=len(vocab), embedding_dim=8, hidden_size=32, layers=1, dropout=0.0)

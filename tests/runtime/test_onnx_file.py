@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from chargen.runtime.onnx_file import OnnxFileError, read_initializers  # noqa: E402
+from chargen.runtime.onnx_file import OnnxFileError, read_initializers, read_metadata  # noqa: E402
 
 
 def save(tmp_path, tensors, name="model.onnx"):
@@ -207,6 +207,20 @@ def test_chargen_step_graph(tmp_path, step_graphs, precision):
     np.testing.assert_array_equal(sub[names[0]], got[names[0]])
     assert set(read_initializers(path, names=iter(names[1:2]))) == {names[1]}
     assert read_initializers(path, names=[]) == {}
+    # the metadata the runtime picks an engine by, as onnx reads it
+    meta = read_metadata(path)
+    assert meta == {p.key: p.value for p in model.metadata_props} and meta["chargen.precision"] == precision
+
+
+def test_metadata_errors_and_absence(tmp_path):
+    model = helper.make_model(helper.make_graph([], "g", [], []))
+    onnx.save(model, tmp_path / "bare.onnx")
+    assert read_metadata(tmp_path / "bare.onnx") == {}
+    (tmp_path / "junk.onnx").write_bytes(b"\x72\x05ab")  # field 14, a length past the end
+    with pytest.raises(OnnxFileError, match="junk.onnx"):
+        read_metadata(tmp_path / "junk.onnx")
+    with pytest.raises(OnnxFileError, match="cannot read"):
+        read_metadata(tmp_path / "missing.onnx")
 
 
 def test_unsupported_type_only_fails_when_asked(tmp_path):
