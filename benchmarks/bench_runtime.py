@@ -15,6 +15,10 @@ Measured (chars/s; per step: one graph run + one draw for every stream):
                 "fp32 / floor" = floor time / step time)
   floor int8    the same graph quantized as the int8 export is (each kernel): onnxruntime's
                 int8 products alone, timed in turns with that int8 step alone
+Every onnxruntime session gets onnxruntime's default thread count (one per physical core) given
+explicitly: left to its default, onnxruntime pins its threads to cores, and those pinned threads,
+spinning after a run, starved chargen's int8 step on the same core (2x slower in half the runs);
+given, they are not pinned, and onnxruntime's own figures did not change.
 The weights are random (speed does not depend on them); the graph comes from
 chargen.export.graph.build_step_graph, int8 from chargen.export.onnx_export.quantize_int8
 (int8: MatMulInteger, the export's default; int8-nbits: --int8-kernel nbits).
@@ -170,11 +174,19 @@ def runtime_name(precision: str) -> str:
     return f"runtime {precision} (default options)"
 
 
+def default_threads() -> int:
+    from chargen.runtime.model import physical_cores
+
+    return physical_cores()
+
+
 def runtime_generator(path, B, threads=None, session_config=None, engine="onnxruntime"):
     from chargen.runtime import GenerationOptions, Generator, Model
 
+    threads = threads or default_threads()  # see the module docstring
     model = Model.load(path, device="cpu", threads=threads, session_config=session_config, engine=engine)
     g = Generator(model, GenerationOptions(seed=0), batch_size=B)
+    assert g.engine == engine  # engine='chargen' runs every batch size
     g.feed("ROMEO: ")
     return g
 
@@ -185,7 +197,8 @@ def floor_step(path, B, H):
 
     from chargen.runtime.model import _session_options
 
-    session = ort.InferenceSession(os.fspath(path), _session_options(ort, None), providers=["CPUExecutionProvider"])
+    so = _session_options(ort, default_threads())
+    session = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
     binding = session.io_binding()
     binding.bind_cpu_input("h", np.random.default_rng(0).standard_normal((B, H)).astype(np.float32))
     for out in session.get_outputs():
@@ -201,7 +214,9 @@ def ort_numpy_step(path, B, L, H, V):
     """What one writes first: session.run with a feed dict, softmax in numpy, np.random.choice."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = default_threads()
+    session = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     state = {"tok": np.zeros(B, np.int64), "h": np.zeros((L, B, H), np.float32)}
 

@@ -191,66 +191,13 @@ __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512"))) static void 
 }
 #endif
 
-/* ------------------------------------------------------------------ the kernels a CPU gets */
-/* four x rows (at stride ldx) by TILE weight rows: out[b * TILE + r]; NULL where a kernel has none */
-typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
-                     int32_t *restrict out);
-
-typedef struct {
-    const char *name;
-    dot_fn *dot;
-    dot4_fn *dot4;
-    head_fn *head;
-} kernels_t;
-
-static kernels_t pick_kernels(void) {
-#if CHARGEN_AVX512
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vnni")) {
-        const kernels_t k = {"avx512vnni", dot_vnni, dot4_vnni, head_avx512};
-        return k;
-    }
-#endif
-#if CHARGEN_AVX2
-    if (__builtin_cpu_supports("avx2")) {
-        const kernels_t k = {"avx2", dot_avx2, NULL, head_avx2};
-        return k;
-    }
-#endif
-    {
-        const kernels_t k = {"c", dot_c, NULL, head_c};
-        return k;
-    }
-}
-
-const char *chargen_i8_kernel(void) { return pick_kernels().name; }
-
-int chargen_i8_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-#ifdef _OPENMP
-static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
-#endif
-
-/* ------------------------------------------------------------------ quantize, multiply */
-void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum) {
-    size_t n, k;
-    for (n = 0; n < N; n++) {
-        int32_t s = 0;
-        for (k = 0; k < K; k++) s += w[n * ldw + k];
-        wsum[n] = s;
-    }
-}
-
+/* ------------------------------------------------------------------ quantize a row */
 /* round to nearest, ties to even (as nearbyint in the default mode), for |t| < 2^22 */
 static INLINE float round_even(float t) { return (t + 12582912.0f) - 12582912.0f; }
 
-float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero) {
+/* the loops are plain C, built for AVX-512 and AVX2 as well (the minimum, maximum, division and
+ * rounding all vectorise) */
+static INLINE float quantize_row(size_t K, const float *restrict x, uint8_t *restrict xq, int32_t *zero) {
     float lo = 0.0f, hi = 0.0f, scale, zp;
     size_t k;
     for (k = 0; k < K; k++) {
@@ -272,6 +219,85 @@ float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *ze
     }
     *zero = (int32_t)zp;
     return scale;
+}
+
+typedef float quantize_fn(size_t K, const float *restrict x, uint8_t *restrict xq, int32_t *zero);
+
+static float quantize_c(size_t K, const float *restrict x, uint8_t *restrict xq, int32_t *zero) {
+    return quantize_row(K, x, xq, zero);
+}
+#if CHARGEN_AVX2
+__attribute__((target("avx2,fma"))) static float quantize_avx2(size_t K, const float *restrict x,
+                                                              uint8_t *restrict xq, int32_t *zero) {
+    return quantize_row(K, x, xq, zero);
+}
+#endif
+#if CHARGEN_AVX512
+__attribute__((target("avx512f,avx512bw,avx2,fma,prefer-vector-width=512"))) static float quantize_avx512(
+    size_t K, const float *restrict x, uint8_t *restrict xq, int32_t *zero) {
+    return quantize_row(K, x, xq, zero);
+}
+#endif
+
+/* ------------------------------------------------------------------ the kernels a CPU gets */
+/* four x rows (at stride ldx) by TILE weight rows: out[b * TILE + r]; NULL where a kernel has none */
+typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
+                     int32_t *restrict out);
+
+typedef struct {
+    const char *name;
+    dot_fn *dot;
+    dot4_fn *dot4;
+    head_fn *head;
+    quantize_fn *quantize;
+} kernels_t;
+
+static kernels_t pick_kernels(void) {
+#if CHARGEN_AVX512
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni")) {
+        const kernels_t k = {"avx512vnni", dot_vnni, dot4_vnni, head_avx512, quantize_avx512};
+        return k;
+    }
+#endif
+#if CHARGEN_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        const kernels_t k = {"avx2", dot_avx2, NULL, head_avx2, quantize_avx2};
+        return k;
+    }
+#endif
+    {
+        const kernels_t k = {"c", dot_c, NULL, head_c, quantize_c};
+        return k;
+    }
+}
+
+const char *chargen_i8_kernel(void) { return pick_kernels().name; }
+
+float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero) {
+    return pick_kernels().quantize(K, x, xq, zero);
+}
+
+int chargen_i8_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef _OPENMP
+static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+#endif
+
+/* ------------------------------------------------------------------ quantize, multiply */
+void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum) {
+    size_t n, k;
+    for (n = 0; n < N; n++) {
+        int32_t s = 0;
+        for (k = 0; k < K; k++) s += w[n * ldw + k];
+        wsum[n] = s;
+    }
 }
 
 /* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point
@@ -316,11 +342,11 @@ void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, 
     matmul(kern, w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
-static void quantize_rows(size_t B, size_t K, const float *x, uint8_t *xq, size_t ldx, float *a_scale,
-                          int32_t *zero) {
+static void quantize_rows(quantize_fn *quantize, size_t B, size_t K, const float *x, uint8_t *xq, size_t ldx,
+                          float *a_scale, int32_t *zero) {
     ptrdiff_t b;
     FOR
-    for (b = 0; b < (ptrdiff_t)B; b++) a_scale[b] = chargen_i8_quantize_row(K, x + b * K, xq + b * ldx, zero + b);
+    for (b = 0; b < (ptrdiff_t)B; b++) a_scale[b] = quantize(K, x + b * K, xq + b * ldx, zero + b);
 }
 
 static void head(head_fn *fn, size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias,
@@ -405,11 +431,11 @@ int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, con
                 SINGLE
                 for (i = 0; i < B; i++) memcpy(s.gi + i * H3, m->table + (size_t)token[i] * H3, H3 * sizeof(float));
             } else {
-                quantize_rows(B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
+                quantize_rows(kern.quantize, B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
                 matmul(kern, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
             }
             /* gh: (B, 3H), without its bias: the gates add b_hh */
-            quantize_rows(B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
+            quantize_rows(kern.quantize, B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
             matmul(kern, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
             gates(B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
         }
