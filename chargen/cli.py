@@ -217,7 +217,7 @@ def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "
 
 
 _ENGINE_HELP = ("Who runs the step: onnxruntime, chargen (chargen's int8 step in C, for int8 models on the CPU) "
-                "or auto (chargen's where it was measured faster: CPUs with AVX-512 VNNI).")
+                "or auto (chargen's where it was measured faster: CPUs with AVX-512 VNNI, batches of up to 4 streams).")
 _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 

@@ -147,12 +147,16 @@ cdef class Int8Step:
         return np.zeros(chargen_i8_scratch_bytes(&self.gru, batch_size), np.uint8)
 
     def step(self, const int64_t[::1] token, const float[:, :, ::1] h_in, float[:, :, ::1] h_out,
-             float[:, ::1] logits, uint8_t[::1] scratch):
+             float[:, ::1] logits, uint8_t[::1] scratch, int threads=0):
         """One step for B = len(token) streams: h_in (L, B, H) -> h_out (L, B, H) (not h_in),
-        logits (B, V). Raises ValueError for wrong shapes or a token outside [0, V) (then
+        logits (B, V). threads: this call's threads (0: the object's); the result does not
+        depend on them. Raises ValueError for wrong shapes or a token outside [0, V) (then
         nothing is written)."""
         cdef size_t B = token.shape[0]
         cdef int status
+        cdef chargen_i8_gru gru = self.gru
+        if threads > 0:
+            gru.threads = threads
         shape = (self.L, B, self.H)
         if B < 1:
             raise ValueError("step() needs at least one stream")
@@ -165,7 +169,7 @@ cdef class Int8Step:
         if &h_in[0, 0, 0] == &h_out[0, 0, 0]:
             raise ValueError("h_out must not be h_in")
         with nogil:
-            status = chargen_i8_step(&self.gru, B, &token[0], &h_in[0, 0, 0], &h_out[0, 0, 0], &logits[0, 0],
+            status = chargen_i8_step(&gru, B, &token[0], &h_in[0, 0, 0], &h_out[0, 0, 0], &logits[0, 0],
                                      &scratch[0])
         if status == CHARGEN_I8_BAD_TOKEN:
             raise ValueError(f"a token is outside [0, {self.V})")

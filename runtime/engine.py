@@ -38,9 +38,10 @@ from chargen.runtime import contract
 from chargen.runtime.contract import ENGINES
 CHECK_STEPS = 48
 # engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime:
-# on the AVX-512 VNNI EPYC the step was 1.9x onnxruntime's at batch 1, 1.55x at 2, even at 3-4,
-# and 0.6-0.8x from 8 to 64, where onnxruntime's int8 GEMM kernel uses the CPU better.
-AUTO_MAX_BATCH = 2
+# on the AVX-512 VNNI EPYC the step was 1.9x onnxruntime's at batch 1, 1.55x at 2, 1.0-1.1x at
+# 3-4 (1.4x onnxruntime without spinning, as planned() opens it), and 0.6-0.8x from 8 to 64,
+# where onnxruntime's int8 GEMM kernel uses the CPU better.
+AUTO_MAX_BATCH = 4
 TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
 
 
@@ -70,10 +71,12 @@ def fast_here() -> bool:
 
 
 def planned(engine: str, device: str, path) -> bool:
-    """Whether Model.load should open this model for chargen's int8 step: then its onnxruntime
-    session gets its thread count given explicitly, which keeps onnxruntime from pinning its
-    threads to cores (pinned and spinning after a run, they starved the step's threads on the
-    same core: 2x slower in half the runs)."""
+    """Whether Model.load should open this model for chargen's int8 step. Then its onnxruntime
+    session (the reference the step is checked against, and what runs the larger batches under
+    'auto') gets its thread count given explicitly and intra-op spinning off: left to its
+    defaults, onnxruntime pins its threads to cores and keeps them spinning for ~50 ms after
+    each run, and the step's threads beside them stalled (the first step after load took 55 ms,
+    and in a process that ran both, the step was 2x slower in half the runs)."""
     from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
     if engine == "onnxruntime" or device == "cuda":
@@ -172,7 +175,9 @@ def check(model, step) -> float:
     for t in tokens:
         token = np.array([t], np.int64)
         want, want_h = model.session.run(None, {contract.INPUT_TOKEN: token, contract.INPUT_H: h})
-        step.step(token, h, h_out, logits, scratch)
+        # one thread: onnxruntime's threads spin between its runs, and a team of the step's
+        # threads beside them stalled for milliseconds a step (the result does not depend on it)
+        step.step(token, h, h_out, logits, scratch, threads=1)
         worst = max(worst, float(np.max(np.abs(logits - want))), float(np.max(np.abs(h_out - want_h))))
         h = want_h
     if not worst <= TOLERANCE:

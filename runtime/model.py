@@ -139,7 +139,7 @@ class Model:
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
         int8 models on the CPU) or 'auto' (chargen's where it was measured faster: AVX-512
-        VNNI CPUs, batches of up to 2 streams); see chargen.runtime.engine. model.engine says
+        VNNI CPUs, batches of up to 4 streams); see chargen.runtime.engine. model.engine says
         whether the model has chargen's step, model.engine_for(B) who runs a batch of B.
 
         Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
@@ -161,7 +161,11 @@ class Model:
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
         int8 = planned(engine, device, path)
-        so = _session_options(ort, threads or physical_cores() if int8 else threads, session_config)
+        if int8:  # see chargen.runtime.engine.planned: onnxruntime's threads neither pinned nor spinning
+            so = _session_options(ort, threads or physical_cores(),
+                                  {"session.intra_op.allow_spinning": "0", **(session_config or {})})
+        else:
+            so = _session_options(ort, threads, session_config)
         session, chosen, graph = _open_session(ort, path, so, "cpu" if int8 else device, cuda_graph)
         model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
         try:
