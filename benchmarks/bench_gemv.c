@@ -11,9 +11,11 @@
  * benchmarks/bench_runtime.py's "floor int8" (onnxruntime's own int8 products)
  * can be held against: on the AVX-512 VNNI machine the int8 product took
  * 21-26 us here on two threads against 46-59 us for onnxruntime's, while the
- * float32 one took 75-95 us against ~100 us. So the int8 step is bounded by
- * onnxruntime's int8 kernel at batch 1, not by the weight read. This is a probe
- * for that argument, not part of chargen: the runtime runs onnxruntime.
+ * float32 one took 75-95 us against ~100 us. So the int8 step was bounded by
+ * onnxruntime's int8 kernel at batch 1, not by the weight read; which is why
+ * chargen now has its own int8 step (csrc/int8_step.c, the same kind of loop,
+ * 8 rows at a time), picked by chargen.runtime.engine. This file stays a
+ * standalone probe of what the CPU can do.
  *
  * The kernels are the obvious ones (four rows at a time, one accumulator
  * each): AVX-512 VNNI where the compiler targets it, otherwise plain loops
