@@ -122,7 +122,7 @@ def build(model, threads: int | None):
     from chargen.runtime import _int8
     from chargen.runtime.onnx_file import OnnxFileError, read_initializers
 
-    L, H, V = model.num_layers, model.hidden_size, model.vocab_size
+    L, H = model.num_layers, model.hidden_size
     names = contract.int8_weight_names(L)
     try:
         w = read_initializers(model.path, names)

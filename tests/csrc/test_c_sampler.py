@@ -4,30 +4,18 @@ Cython build of the same sources."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
+import ckit
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CSRC = ROOT / "csrc"
-CC = shutil.which("cc")
+from ckit import CC
 
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
 
 
 def build_and_run(tmp_path: Path, *extra: str) -> str:
-    exe = tmp_path / "test_sampler"
-    cmd = [CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *extra,
-           str(CSRC / "sampler.c"), str(CSRC / "test_sampler.c"), "-lm", "-o", str(exe)]
-    built = subprocess.run(cmd, capture_output=True, text=True)
-    assert built.returncode == 0, f"{' '.join(cmd)}\n{built.stdout}{built.stderr}"
-    assert built.stderr == "", built.stderr  # not even a warning
-    ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    return ran.stdout
+    return ckit.build_and_run(tmp_path, ["sampler.c", "test_sampler.c"], extra)
 
 
 @pytest.fixture(scope="module")
