@@ -254,9 +254,9 @@ def format_comparison(reports: list[dict]) -> str:
         return format_report(reports[0])
     first = reports[0]
     lines = ["\n\n".join(format_report(r) for r in reports), "",
-             f"chars/s against {first['model']} ({_precision(first)}), measured in turns:"]
+             f"chars/s against {first['model']} ({_label(first)}), measured in turns:"]
     for k, base in enumerate(first["runs"]):
-        ratios = ", ".join(f"{r['model']} ({_precision(r)}) {r['runs'][k]['chars_per_s'] / base['chars_per_s']:.2f}x"
+        ratios = ", ".join(f"{r['model']} ({_label(r)}) {r['runs'][k]['chars_per_s'] / base['chars_per_s']:.2f}x"
                            for r in reports[1:])
         lines.append(f"  batch {base['batch_size']}: {ratios}")
     return "\n".join(lines)
@@ -271,8 +271,13 @@ def _engine(report: dict) -> str:
 
 def _precision(report: dict) -> str:
     kernel = report.get("int8_kernel")
-    text = f"{report['precision']} {contract.INT8_KERNEL_OPS.get(kernel, kernel)}" if kernel else report["precision"]
-    return text + (", chargen engine" if report.get("engine") == "chargen" else "")
+    return f"{report['precision']} {contract.INT8_KERNEL_OPS.get(kernel, kernel)}" if kernel else report["precision"]
+
+
+def _label(report: dict) -> str:
+    """The model's precision, and the engine where it is chargen's (the same file may be compared
+    on both engines)."""
+    return _precision(report) + (", chargen engine" if report.get("engine") == "chargen" else "")
 
 
 def format_report(report: dict) -> str:

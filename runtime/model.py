@@ -133,8 +133,9 @@ class Model:
     def load(cls, path, device: str = "auto", threads: int | None = None, *,
              cuda_graph: bool = True, session_config: dict | None = None, engine: str = "auto") -> "Model":
         """Open a chargen .onnx model on device 'auto' (CUDA if really usable, else CPU), 'cpu'
-        or 'cuda'. threads: onnxruntime intra-op threads (default: onnxruntime's, one per
-        physical core, measured fastest). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
+        or 'cuda'. threads: onnxruntime intra-op threads, and the threads of chargen's int8
+        step where it runs (default: onnxruntime's, one per physical core, measured fastest;
+        the step's: OpenMP's). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
         session_config: extra onnxruntime session config entries (e.g.
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for

@@ -256,6 +256,6 @@ def test_bench_compares_the_engines_on_one_model(int8_path):
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("1 ", "4 "))]
     assert [row[-1] for row in rows] == ["onnxruntime", "onnxruntime", "chargen", "chargen"]
-    assert "int8 MatMulInteger, chargen engine" in r.stdout and "batch 4:" in r.stdout
+    assert "(int8 MatMulInteger, chargen engine) " in r.stdout and "batch 4:" in r.stdout  # the ratio lines
     bad = runner.invoke(app, ["bench", "-m", str(int8_path), "--engine", "chargen", "--engine", "auto"])
     assert bad.exit_code == 1 and "give --engine once, or once per --model (1), not 2 times" in bad.stderr
