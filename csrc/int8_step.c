@@ -14,7 +14,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #define PRAGMA(x) _Pragma(#x)
-#define PARALLEL(threads) PRAGMA(omp parallel num_threads(threads))
+/* one thread: no team at all (GNU libgomp's team of a process that forked after using one hangs) */
+#define PARALLEL(threads) PRAGMA(omp parallel num_threads(threads) if (threads > 1))
 #define FOR PRAGMA(omp for schedule(static))
 #define SINGLE PRAGMA(omp single)
 #else

@@ -60,7 +60,7 @@ typedef struct {
     const float *b_hh;             /* (L, 3H) the recurrent bias, added inside the gates */
     const float *head_w;           /* (V, H) */
     const float *head_b;           /* (V) */
-    int threads;                   /* OpenMP threads for one step; <= 0: OpenMP's default */
+    int threads;                   /* OpenMP threads for one step; <= 0: OpenMP's default; 1: no team */
 } chargen_i8_gru;
 
 enum {

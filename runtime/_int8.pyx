@@ -12,6 +12,8 @@ the weight rows' padding and 64-byte alignment) and kept alive by the object;
 the step runs without the GIL.
 """
 
+import os
+
 import numpy as np
 
 cimport numpy as cnp
@@ -50,6 +52,26 @@ cdef extern from "int8_step.h" nogil:
     void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum)
     const char *chargen_i8_kernel()
     int chargen_i8_openmp()
+
+
+# GNU libgomp cannot start a team in a child forked after the parent ran one (the child hangs):
+# there, every step runs on the calling thread alone (the same bits, slower). A child forked
+# before any team (say, after Model.load, whose check runs on one thread) keeps its threads.
+cdef bint _team_started = False
+cdef bint _forked_after_team = False
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    _forked_after_team = _forked_after_team or _team_started
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def single_threaded():
+    """Whether this process was forked after running a team: then steps use one thread."""
+    return bool(_forked_after_team)
 
 
 def kernel():
@@ -155,8 +177,13 @@ cdef class Int8Step:
         cdef size_t B = token.shape[0]
         cdef int status
         cdef chargen_i8_gru gru = self.gru
+        global _team_started
         if threads > 0:
             gru.threads = threads
+        if _forked_after_team:
+            gru.threads = 1
+        elif gru.threads != 1 and chargen_i8_openmp():
+            _team_started = True
         shape = (self.L, B, self.H)
         if B < 1:
             raise ValueError("step() needs at least one stream")

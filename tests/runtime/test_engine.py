@@ -3,6 +3,7 @@ int8 model file: long rollouts, sampling, batches, threads, and the choice of en
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -222,3 +223,29 @@ def test_int8step_checks_its_arrays():
         _int8.Int8Step(w_ih=[None], w_hh=[(padded, scale)], **ok)
     with pytest.raises(ValueError, match="float32"):
         _int8.Int8Step(w_ih=[None], w_hh=[(rows, scale.astype(np.float64))], **ok)
+
+
+def _child_generates(path, conn):
+    model = Model.load(path, device="cpu", engine="chargen")
+    text = Generator(model, GenerationOptions(seed=4, max_length=100)).generate("To")[0]
+    conn.send((text, _int8.single_threaded()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_process_forked_after_generating_still_generates(path):
+    """GNU libgomp hangs a child that starts a team after its parent ran one (a server that
+    loads and warms up, then forks workers): such a child steps on one thread, same text."""
+    import multiprocessing
+
+    model = Model.load(path, device="cpu", engine="chargen", threads=2)
+    want = Generator(model, GenerationOptions(seed=4, max_length=100)).generate("To")[0]  # runs a team
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=_child_generates, args=(path, child_end))
+    child.start()
+    assert parent_end.poll(60), "the forked child did not finish generating"
+    text, single = parent_end.recv()
+    child.join(10)
+    assert text == want and child.exitcode == 0
+    assert single is (_int8.openmp())
+    assert not _int8.single_threaded()  # the parent keeps its threads
