@@ -218,3 +218,37 @@ def test_export_errors_are_one_line(case, expect, checkpoint_path, tmp_path):
         export_checkpoint(out, cp, **kw)
     assert expect in str(e.value) and "\n" not in str(e.value)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("which", ["checkpoint_path", "deep_checkpoint_path"])
+def test_chargens_int8_step_follows_torch_over_a_long_rollout(which, request, corpus_file, tmp_path):
+    """chargen's own int8 step (chargen.runtime.engine) on a trained checkpoint's int8 export,
+    teacher-forced over 1,000 characters of the validation split beside torch: the same
+    per-step logit error and loss as the int8 graph onnxruntime runs (layer 2 of the deep model
+    goes through the int8 W_ih too; its H=24 through the kernels' row padding)."""
+    from chargen.export.onnx_export import _torch_logits, check_text, load_checkpoint
+    from chargen.runtime import GenerationOptions, Generator, Model
+
+    exported = export_checkpoint(tmp_path / "int8.onnx", request.getfixturevalue(which), "int8", data=corpus_file)
+    _, torch_model, vocab, cp = load_checkpoint(request.getfixturevalue(which))
+    ids, _ = check_text(cp, vocab, corpus_file, 1000)
+    want, _ = _torch_logits(torch_model, ids[:-1, None])  # (T, 1, V)
+    losses, errors = {}, {}
+    for engine in ("chargen", "onnxruntime"):
+        model = Model.load(exported.path, device="cpu", engine=engine)
+        g = Generator(model, GenerationOptions(seed=0))
+        assert g.engine == engine
+        g.feed(vocab.decode(ids[:1].tolist()))
+        logits = [g.logits.copy()]
+        for i in ids[1:-1]:
+            g.advance([int(i)])
+            logits.append(g.logits.copy())
+        got = np.concatenate(logits)  # (T, V)
+        errors[engine] = float(np.abs(got - want[:, 0]).max())
+        z = got - got.max(axis=1, keepdims=True)
+        losses[engine] = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), ids[1:]]))
+    zt = want[:, 0] - want[:, 0].max(axis=1, keepdims=True)
+    torch_loss = float(np.mean(np.log(np.exp(zt).sum(axis=1)) - zt[np.arange(len(zt)), ids[1:]]))
+    assert abs(losses["chargen"] - torch_loss) <= MAX_LOSS_INCREASE
+    assert abs(losses["chargen"] - losses["onnxruntime"]) < 1e-4
+    assert errors["chargen"] <= errors["onnxruntime"] + 1e-4, errors
