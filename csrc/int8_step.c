@@ -245,10 +245,69 @@ __attribute__((target("avx512f,avx512bw,avx2,fma,prefer-vector-width=512"))) sta
 typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
                      int32_t *restrict out);
 
+/* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point
+ * subtracted exactly), Cast, Mul and Add */
+static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows, const int32_t *restrict acc,
+                             int32_t zero, float a_scale, float *restrict yb) {
+    const int32_t *restrict wsum = w->wsum + n0;
+    const float *restrict scale = w->scale + n0, *restrict bias = w->bias;
+    float *restrict out = yb + n0;
+    size_t r;
+    if (bias)
+        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]) + bias[n0 + r];
+    else
+        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]);
+}
+
+/* y (B, N) for the tiles of TILE outputs this thread gets; built once per kernel, so that the
+ * dot products and the scaling inline into one loop for that CPU */
+static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, const chargen_i8_matrix *w, size_t B,
+                                const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero,
+                                float *y, size_t ldy) {
+    const size_t N = w->N, K = w->K, ldw = w->ldw, tiles = (N + TILE - 1) / TILE;
+    ptrdiff_t t;
+    FOR
+    for (t = 0; t < (ptrdiff_t)tiles; t++) {
+        const size_t n0 = (size_t)t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
+        const int8_t *wt = w->w + n0 * ldw;
+        size_t b = 0, i;
+        int32_t acc[4 * TILE];
+        if (dot4 && rows == TILE)
+            for (; b + 4 <= B; b += 4) {
+                dot4(K, xq + b * ldx, ldx, wt, ldw, acc);
+                for (i = 0; i < 4; i++) scale_out(w, n0, rows, acc + i * TILE, zero[b + i], a_scale[b + i], y + (b + i) * ldy);
+            }
+        for (; b < B; b++) {
+            dot(K, xq + b * ldx, wt, ldw, rows, acc);
+            scale_out(w, n0, rows, acc, zero[b], a_scale[b], y + b * ldy);
+        }
+    }
+}
+
+static void matmul_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                     const int32_t *zero, float *y, size_t ldy) {
+    matmul_tiles(dot_c, NULL, w, B, xq, ldx, a_scale, zero, y, ldy);
+}
+#if CHARGEN_AVX2
+__attribute__((target("avx2"))) static void matmul_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
+                                                        size_t ldx, const float *a_scale, const int32_t *zero,
+                                                        float *y, size_t ldy) {
+    matmul_tiles(dot_avx2, NULL, w, B, xq, ldx, a_scale, zero, y, ldy);
+}
+#endif
+#if CHARGEN_AVX512
+VNNI_TARGET static void matmul_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                    const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
+    matmul_tiles(dot_vnni, dot4_vnni, w, B, xq, ldx, a_scale, zero, y, ldy);
+}
+#endif
+
+typedef void matmul_fn(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                       const int32_t *zero, float *y, size_t ldy);
+
 typedef struct {
     const char *name;
-    dot_fn *dot;
-    dot4_fn *dot4;
+    matmul_fn *matmul;
     head_fn *head;
     quantize_fn *quantize;
 } kernels_t;
@@ -257,18 +316,18 @@ static kernels_t pick_kernels(void) {
 #if CHARGEN_AVX512
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) {
-        const kernels_t k = {"avx512vnni", dot_vnni, dot4_vnni, head_avx512, quantize_avx512};
+        const kernels_t k = {"avx512vnni", matmul_vnni, head_avx512, quantize_avx512};
         return k;
     }
 #endif
 #if CHARGEN_AVX2
     if (__builtin_cpu_supports("avx2")) {
-        const kernels_t k = {"avx2", dot_avx2, NULL, head_avx2, quantize_avx2};
+        const kernels_t k = {"avx2", matmul_avx2, head_avx2, quantize_avx2};
         return k;
     }
 #endif
     {
-        const kernels_t k = {"c", dot_c, NULL, head_c, quantize_c};
+        const kernels_t k = {"c", matmul_c, head_c, quantize_c};
         return k;
     }
 }
@@ -301,46 +360,12 @@ void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_
     }
 }
 
-/* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point
- * subtracted exactly), Cast, Mul and Add */
-static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows, const int32_t *acc, int32_t zero,
-                             float a_scale, float *yb) {
-    size_t r;
-    for (r = 0; r < rows; r++) {
-        const size_t n = n0 + r;
-        const float v = (float)(acc[r] - zero * w->wsum[n]) * (a_scale * w->scale[n]);
-        yb[n] = w->bias ? v + w->bias[n] : v;
-    }
-}
-
-static void matmul(kernels_t kern, const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
-                   const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
-    const size_t N = w->N, K = w->K, ldw = w->ldw, tiles = (N + TILE - 1) / TILE;
-    ptrdiff_t t;
-    FOR
-    for (t = 0; t < (ptrdiff_t)tiles; t++) {
-        const size_t n0 = (size_t)t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
-        const int8_t *wt = w->w + n0 * ldw;
-        size_t b = 0, i;
-        int32_t acc[4 * TILE];
-        if (kern.dot4 && rows == TILE)
-            for (; b + 4 <= B; b += 4) {
-                kern.dot4(K, xq + b * ldx, ldx, wt, ldw, acc);
-                for (i = 0; i < 4; i++) scale_out(w, n0, rows, acc + i * TILE, zero[b + i], a_scale[b + i], y + (b + i) * ldy);
-            }
-        for (; b < B; b++) {
-            kern.dot(K, xq + b * ldx, wt, ldw, rows, acc);
-            scale_out(w, n0, rows, acc, zero[b], a_scale[b], y + b * ldy);
-        }
-    }
-}
-
 void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                        const int32_t *zero, float *y, int threads) {
     const kernels_t kern = pick_kernels();
     (void)threads;
     PARALLEL(team(threads))
-    matmul(kern, w, B, xq, ldx, a_scale, zero, y, w->N);
+    kern.matmul(w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
 static void quantize_rows(quantize_fn *quantize, size_t B, size_t K, const float *x, uint8_t *xq, size_t ldx,
@@ -433,11 +458,11 @@ int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, con
                 for (i = 0; i < B; i++) memcpy(s.gi + i * H3, m->table + (size_t)token[i] * H3, H3 * sizeof(float));
             } else {
                 quantize_rows(kern.quantize, B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
-                matmul(kern, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
+                kern.matmul(&m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
             }
             /* gh: (B, 3H), without its bias: the gates add b_hh */
             quantize_rows(kern.quantize, B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
-            matmul(kern, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
+            kern.matmul(&m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
             gates(B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
         }
         head(kern.head, B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits);
