@@ -17,6 +17,7 @@ dims, external data, an unsupported data type) raises OnnxFileError, a ValueErro
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -178,21 +179,47 @@ def _read(buf, wanted):
     return out
 
 
-def _metadata(buf) -> dict[str, str]:
-    out = {}
-    for field, wire, entry in _fields(buf):
-        if field != 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
-            continue
-        _check(wire, (2,), "a metadata entry")
-        kv = {1: b"", 2: b""}
-        for f, w, v in _fields(entry):
-            if f in kv:
-                _check(w, (2,), "a metadata key or value")
-                kv[f] = v
-        try:
-            out[bytes(kv[1]).decode("utf-8")] = bytes(kv[2]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Bad(_CORRUPT + "a metadata entry is not UTF-8") from None
+def _metadata_entry(entry) -> tuple[str, str]:
+    """A StringStringEntryProto {1: key, 2: value}."""
+    kv = {1: b"", 2: b""}
+    for f, w, v in _fields(entry):
+        if f in kv:
+            _check(w, (2,), "a metadata key or value")
+            kv[f] = v
+    try:
+        return bytes(kv[1]).decode("utf-8"), bytes(kv[2]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad(_CORRUPT + "a metadata entry is not UTF-8") from None
+
+
+def _metadata(f, size: int) -> dict[str, str]:
+    """ModelProto.metadata_props (14), reading only the model's field headers and those
+    entries: the graph before them is skipped by a seek, whatever its size."""
+    out, pos = {}, 0
+    while pos < size:
+        f.seek(pos)
+        head = f.read(20)  # a key and a length: two varints of at most 10 bytes
+        key, n = _varint(head, 0)
+        field, wire = key >> 3, key & 7
+        if field == 0 or wire not in (0, 1, 2, 5):
+            raise _Bad(_CORRUPT + f"field {field} has wire type {wire}")
+        if wire == 0:
+            n = _varint(head, n)[1]
+        elif wire in (1, 5):
+            n += 8 if wire == 1 else 4
+        else:
+            length, n = _varint(head, n)
+            if field == 14:
+                f.seek(pos + n)
+                entry = f.read(length)
+                if len(entry) < length:
+                    raise _Bad(_CORRUPT + "a metadata entry runs past the end of the file")
+                k, v = _metadata_entry(memoryview(entry))
+                out[k] = v
+            n += length
+        pos += n
+    if pos > size:
+        raise _Bad(_CORRUPT + "the last field runs past the end of the file")
     return out
 
 
@@ -209,8 +236,16 @@ def _load(path, parse):
 
 
 def read_metadata(path) -> dict[str, str]:
-    """The model's metadata_props as {key: value} (the graph is skipped). Raises OnnxFileError."""
-    return _load(path, _metadata)
+    """The model's metadata_props as {key: value}, without reading the graph (a few small reads,
+    whatever the file's size). Raises OnnxFileError."""
+    try:
+        with open(path, "rb") as f:
+            try:
+                return _metadata(f, os.fstat(f.fileno()).st_size)
+            except _Bad as e:
+                raise OnnxFileError(f"{path}: {e}") from None
+    except OSError as e:
+        raise OnnxFileError(f"{path}: cannot read the model file: {e.strerror or e}") from None
 
 
 def read_initializers(path, names=None) -> dict[str, np.ndarray]:

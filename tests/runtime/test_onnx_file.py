@@ -223,6 +223,16 @@ def test_metadata_errors_and_absence(tmp_path):
         read_metadata(tmp_path / "missing.onnx")
 
 
+def test_metadata_of_a_truncated_model_is_an_error(tmp_path, step_graphs):
+    whole = step_graphs["int8"].SerializeToString()
+    (tmp_path / "cut.onnx").write_bytes(whole[: len(whole) // 2])  # inside the graph
+    with pytest.raises(OnnxFileError, match="cut.onnx: truncated or corrupt protobuf"):
+        read_metadata(tmp_path / "cut.onnx")
+    (tmp_path / "cut2.onnx").write_bytes(whole[:-3])  # inside the last metadata entry
+    with pytest.raises(OnnxFileError, match="cut2.onnx"):
+        read_metadata(tmp_path / "cut2.onnx")
+
+
 def test_unsupported_type_only_fails_when_asked(tmp_path):
     path = save(tmp_path, [
         numpy_helper.from_array(np.ones(3, np.float32), "w"),
