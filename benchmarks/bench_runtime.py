@@ -136,18 +136,13 @@ class Split(Timed):
         self.best_split = min(self.best_split, (whole, graph, sampler))
 
 
-# Idle time before each slice. onnxruntime's intra-op threads keep spinning after a run (measured:
-# ~50 ms of CPU burnt after the last step, on the 2-core EPYC), libgomp's (chargen's int8 step)
-# 10-20 ms: without a pause, a slice shares the cores with the previous contender's spinning
-# threads (measured: chargen's int8 step 83 us/step right after onnxruntime's fp32 one against
-# 39 us alone; the fp32 step 158 us right after chargen's against 107 us).
-SETTLE_S = 0.06
-
-
-def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15, settle_s: float = SETTLE_S) -> None:
+def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15, settle_s: float | None = None) -> None:
     """Time every contender in turns (round-robin slices of about slice_s, each after settle_s of
-    idle, see SETTLE_S), keeping the time of every slice of each: a machine shared with other work
-    then slows every contender alike."""
+    idle: chargen.runtime.bench.SETTLE_S by default, which says why), keeping the time of every
+    slice of each: a machine shared with other work then slows every contender alike."""
+    from chargen.runtime.bench import SETTLE_S
+
+    settle_s = SETTLE_S if settle_s is None else settle_s
     chunks = {}
     for name, c in contenders.items():  # warm-up, and a chunk size of about one slice
         t0, n = time.perf_counter(), 0

@@ -250,11 +250,11 @@ typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8
 static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows, const int32_t *restrict acc,
                              int32_t zero, float a_scale, float *restrict yb) {
     const int32_t *restrict wsum = w->wsum + n0;
-    const float *restrict scale = w->scale + n0, *restrict bias = w->bias;
+    const float *restrict scale = w->scale + n0, *restrict bias = w->bias ? w->bias + n0 : NULL;
     float *restrict out = yb + n0;
     size_t r;
     if (bias)
-        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]) + bias[n0 + r];
+        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]) + bias[r];
     else
         for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]);
 }
@@ -350,7 +350,7 @@ int chargen_i8_openmp(void) {
 static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 #endif
 
-/* ------------------------------------------------------------------ quantize, multiply */
+/* ------------------------------------------------------------------ the product, the step's loops */
 void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum) {
     size_t n, k;
     for (n = 0; n < N; n++) {

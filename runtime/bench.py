@@ -105,9 +105,12 @@ class _Meter:
         }
 
 
-# Idle time before each slice when models take turns: onnxruntime's intra-op threads keep
-# spinning after a run (measured ~50 ms on a 2-core EPYC), and would share the cores with the
-# next model's slice (benchmarks/bench_runtime.py measured how much).
+# Idle time before each slice when models take turns. onnxruntime's intra-op threads keep
+# spinning after a run (measured: ~50 ms of CPU burnt after the last step, on the 2-core EPYC),
+# libgomp's (chargen's int8 step) 10-20 ms: without a pause, a slice shares the cores with the
+# previous model's spinning threads (measured: chargen's int8 step 83 us/step right after
+# onnxruntime's fp32 one against 39 us alone; the fp32 step 158 us right after chargen's
+# against 107 us). benchmarks/bench_runtime.py pauses as long.
 SETTLE_S = 0.06
 
 
@@ -124,8 +127,6 @@ def _measure_in_turns(generators, seconds: float) -> list[dict]:
             m.slice()
         if time.perf_counter() >= deadline:
             return [m.result() for m in meters]
-
-
 
 
 _COLD = r"""
@@ -205,7 +206,7 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
     engines = list(engines) * len(paths) if len(engines) == 1 else list(engines)
     if len(engines) != len(paths):
         raise BenchError(f"{len(engines)} engines for {len(paths)} models: give one, or one per model")
-    plans = [e != "onnxruntime" and planned(e, device, p) for p, e in zip(paths, engines)]
+    plans = [planned(e, device, p) for p, e in zip(paths, engines)]
     if threads is None and any(plans) and not all(plans):
         threads = physical_cores()
     models, reports = [], []

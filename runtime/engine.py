@@ -24,10 +24,10 @@ from onnxruntime's state; logits or states further apart than TOLERANCE refuse i
 (EngineError, with the figure).
 Both quantize each stream's hidden state alike (DynamicQuantizeLinear) and sum the same
 int8 products exactly; they differ in the float rounding of the gates (a step's logits
-within 5e-6 on random models; over 1,000 free-running steps within 2e-6 where the model is not
-chaotic, as trained ones are not), and the C
-step quantizes per stream where the graph takes one scale for the whole batch, so a
-stream's text does not depend on the batch it runs in.
+within 5e-6 on random models; over 1,000 free-running steps within 2e-6 where the model is
+not chaotic, as trained ones are not), and the C step quantizes per stream where the graph
+takes one scale for the whole batch, so a stream's text does not depend on the batch it
+runs in.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from chargen.runtime import contract
-from chargen.runtime.contract import ENGINES
+
 CHECK_STEPS = 48
 # engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime:
 # on the AVX-512 VNNI EPYC the step was 1.9x onnxruntime's at batch 1, 1.55x at 2, 1.0-1.1x at
@@ -88,19 +88,16 @@ def planned(engine: str, device: str, path) -> bool:
     return unsupported("cpu", metadata) is None and (engine == "chargen" or fast_here())
 
 
-def choose(model, engine: str, threads: int | None):
-    """The Int8Step for model (engine 'chargen', or 'auto' where it pays), else None.
-    Raises EngineError where engine='chargen' cannot run the model, and (either engine) where
-    the step fails its check against onnxruntime."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if engine == "onnxruntime":
+def choose(model, engine: str, threads: int | None, planned_here: bool):
+    """The Int8Step for a model that Model.load opened for it (planned_here: what planned()
+    said), else None. Raises EngineError where engine='chargen' cannot run the model, and
+    where the step fails its check against onnxruntime."""
+    if not planned_here:
+        if engine == "chargen":
+            why = unsupported(model.device, model.metadata)
+            raise EngineError(f"{model.path}: engine='chargen' cannot run this model: {why}; "
+                              "use engine='onnxruntime' or 'auto'")
         return None
-    why = unsupported(model.device, model.metadata)
-    if why is not None or (engine == "auto" and not fast_here()):
-        if engine == "auto":
-            return None
-        raise EngineError(f"{model.path}: engine='chargen' cannot run this model: {why}; use engine='onnxruntime' or 'auto'")
     step = build(model, threads)
     check(model, step)
     return step
@@ -160,13 +157,13 @@ def build(model, threads: int | None):
         raise EngineError(f"{model.path}: chargen's int8 step cannot use these weights: {e}") from None
 
 
-def check(model, step) -> float:
-    """Run the C step beside the onnxruntime session over CHECK_STEPS characters, each step from
-    the state onnxruntime reached (so what is compared is the two implementations, not how a
-    model's dynamics amplify a rounding difference); the largest logits difference, or
-    EngineError past TOLERANCE."""
+def check(model, step, tokens=None) -> float:
+    """Run the C step beside the onnxruntime session over tokens (default: CHECK_STEPS fixed
+    ones), each step from the state onnxruntime reached (so what is compared is the two
+    implementations, not how a model's dynamics amplify a rounding difference); the largest
+    difference of logits and state, or EngineError past TOLERANCE."""
     L, H, V = model.num_layers, model.hidden_size, model.vocab_size
-    tokens = (np.arange(CHECK_STEPS) * 7 + 3) % V
+    tokens = (np.arange(CHECK_STEPS) * 7 + 3) % V if tokens is None else tokens
     h = np.zeros((L, 1, H), np.float32)
     h_out = np.zeros((L, 1, H), np.float32)
     logits = np.zeros((1, V), np.float32)
@@ -183,6 +180,6 @@ def check(model, step) -> float:
     if not worst <= TOLERANCE:
         raise EngineError(
             f"{model.path}: chargen's int8 step disagrees with onnxruntime on this model (logits or "
-            f"state {worst:.3g} apart over {CHECK_STEPS} steps, more than {TOLERANCE}); use engine='onnxruntime'"
+            f"state {worst:.3g} apart over {len(tokens)} steps, more than {TOLERANCE}); use engine='onnxruntime'"
         )
     return worst

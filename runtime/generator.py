@@ -12,7 +12,7 @@ iteration and generate() give lists of length B, logits is [B, V].
 Hot path (per generated character): one C sampler call that reads the logits
 buffer and writes the ids straight into the graph's token buffer, and one
 onnxruntime run through a pre-built IOBinding (or one call of chargen's int8
-step in C, where the model chose it: model.engine == "chargen"). The hidden state lives in two
+step in C where Generator.engine is "chargen"). The hidden state lives in two
 buffers bound once (state A -> B, then B -> A: two bindings, swapped, never
 copied); nothing is allocated per step.
 

@@ -147,7 +147,8 @@ class Model:
         version), DeviceError (device='cuda' where CUDA is not usable), EngineError
         (engine='chargen' where it cannot run), ImportError (onnxruntime not installed),
         ValueError (a bad argument)."""
-        from chargen.runtime.engine import AUTO_MAX_BATCH, ENGINES, EngineError, choose, planned
+        from chargen.runtime.contract import ENGINES
+        from chargen.runtime.engine import AUTO_MAX_BATCH, EngineError, choose, planned
 
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -161,26 +162,28 @@ class Model:
         if not path.is_file():
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
+
+        def open_model(so, device):
+            session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
+            return cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+
         int8 = planned(engine, device, path)
-        if int8:  # see chargen.runtime.engine.planned: onnxruntime's threads neither pinned nor spinning
-            so = _session_options(ort, threads or physical_cores(),
-                                  {"session.intra_op.allow_spinning": "0", **(session_config or {})})
-        else:
-            so = _session_options(ort, threads, session_config)
-        session, chosen, graph = _open_session(ort, path, so, "cpu" if int8 else device, cuda_graph)
-        model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+        if not int8:
+            model = open_model(_session_options(ort, threads, session_config), device)
+            choose(model, engine, threads, int8)  # raises where engine='chargen' cannot run it
+            return model
+        # see chargen.runtime.engine.planned: onnxruntime's threads neither pinned nor spinning
+        model = open_model(_session_options(ort, threads or physical_cores(),
+                                            {"session.intra_op.allow_spinning": "0", **(session_config or {})}), "cpu")
         try:
-            model._int8_step = choose(model, engine, threads)
+            model._int8_step = choose(model, engine, threads, int8)
         except EngineError:
             if engine == "chargen":
                 raise
-        if model._int8_step is not None:
-            model.engine = "chargen"
-            model._int8_max_batch = AUTO_MAX_BATCH if engine == "auto" else None
-        elif int8:  # 'auto', and the step failed its check: onnxruntime, as asked
-            so = _session_options(ort, threads, session_config)
-            session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
-            model = cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
+            # 'auto', and the step failed its check: onnxruntime, opened as asked
+            return open_model(_session_options(ort, threads, session_config), device)
+        model.engine = "chargen"
+        model._int8_max_batch = AUTO_MAX_BATCH if engine == "auto" else None
         return model
 
     @classmethod

@@ -51,15 +51,7 @@ def test_every_step_is_onnxruntimes_even_on_a_chaotic_model(tmp_path):
     within 2e-5 of onnxruntime's (both quantize the state alike and sum the int8 products
     exactly; the gates round differently) on a model whose recurrence amplifies any difference."""
     model = Model.load(int8_model(tmp_path / "chaos.onnx", 2, 96, rnn_scale=4.0), device="cpu", engine="chargen")
-    step, (L, H, V) = model._int8_step, (model.num_layers, model.hidden_size, model.vocab_size)
-    h, h_out, logits, scratch = np.zeros((L, 1, H), np.float32), np.zeros((L, 1, H), np.float32), np.zeros((1, V), np.float32), step.scratch(1)
-    worst = 0.0
-    for t in model.vocab.encode(TEXT):
-        token = np.array([t])
-        want, want_h = model.session.run(None, {"token": token, "h": h})
-        step.step(token, h, h_out, logits, scratch)
-        worst = max(worst, float(np.abs(logits - want).max()), float(np.abs(h_out - want_h).max()))
-        h = want_h
+    worst = engine.check(model, model._int8_step, model.vocab.encode(TEXT))
     assert worst < 2e-5, worst
 
 
@@ -217,7 +209,6 @@ def test_int8step_checks_its_arrays():
         unaligned = np.zeros(rows.size + 1, np.int8)[1:].reshape(rows.shape)
         _int8.Int8Step(w_ih=[None], w_hh=[(unaligned, scale)], **ok)
     with pytest.raises(ValueError, match="padding"):
-        padded = rows.copy() if rows.ctypes.data % 64 == 0 else rows
         padded = engine._aligned_rows(np.ones((H, 3 * H), np.int8))
         padded[:, H:] = 1
         _int8.Int8Step(w_ih=[None], w_hh=[(padded, scale)], **ok)
