@@ -685,6 +685,47 @@ int chargen_sample_batch(const float *logits, int64_t B, int V, int64_t ld,
     return CHARGEN_OK;
 }
 
+/* one row of chargen_sample_rows: the id, or a status (no randomness used on error) */
+static int sample_row(const float *x, int V, double temperature, int top_k, double top_p, chargen_rng *rng,
+                      void *scratch) {
+    dist_t d;
+    int st = check_params(temperature, top_p);
+    if (st != CHARGEN_OK) return st;
+    if (temperature == 0.0) return greedy(x, V);
+    st = prepare(x, V, temperature, top_k, top_p, scratch, &d);
+    if (st != CHARGEN_OK) return st;
+    return pick_linear(&d, chargen_rng_uniform(rng));
+}
+
+int chargen_sample_rows(const float *logits, int64_t B, int V, int64_t ld,
+                        const double *temperature, const int32_t *top_k,
+                        const double *top_p, const uint8_t *active,
+                        chargen_rng *rngs, void *scratch, int64_t *out,
+                        int64_t *err_row) {
+    int64_t b;
+    int st;
+    if (err_row) *err_row = -1;
+    if (logits == NULL || rngs == NULL || out == NULL || temperature == NULL || top_k == NULL || top_p == NULL)
+        return CHARGEN_ERR_NULL;
+    st = check_scratch(scratch);
+    if (st != CHARGEN_OK) return st;
+    if (V <= 0 || V > CHARGEN_MAX_V || B < 0 || ld < V) return CHARGEN_ERR_SIZE;
+    for (b = 0; b < B; b++) {
+        int id;
+        if (active && !active[b]) continue;
+        id = sample_row(logits + b * ld, V, temperature[b], top_k[b], top_p[b], &rngs[b], scratch);
+        if (id < 0) {
+            int64_t r;
+            for (r = 0; r < b; r++)
+                if ((!active || active[r]) && temperature[r] != 0.0) chargen_rng_prev(&rngs[r]);
+            if (err_row) *err_row = b;
+            return id;
+        }
+        out[b] = id;
+    }
+    return CHARGEN_OK;
+}
+
 int chargen_distribution(const float *logits, int V, double temperature,
                          int top_k, double top_p, void *scratch,
                          double *probs) {

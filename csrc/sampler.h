@@ -152,6 +152,21 @@ int chargen_sample_batch(const float *logits, int64_t B, int V, int64_t ld,
                          chargen_rng *rngs, void *scratch, int64_t *out,
                          int64_t *err_row);
 
+/* Sample the rows of a batch whose streams each have their own settings: row b
+ * (logits[b * ld .. b * ld + V)) is drawn with temperature[b], top_k[b],
+ * top_p[b] and its own stream rngs[b], exactly as chargen_sample(row b,
+ * temperature[b], top_k[b], top_p[b], &rngs[b], scratch) would.  Rows with
+ * active[b] == 0 are skipped: out[b] and rngs[b] stay as they are (active
+ * NULL: every row).  What a row draws depends on that row alone, never on the
+ * others.  Returns 0 or a status; on error *err_row (if not NULL) gets the
+ * failing row (-1 for an argument error), the streams drawn in this call are
+ * rolled back, and out is unspecified. */
+int chargen_sample_rows(const float *logits, int64_t B, int V, int64_t ld,
+                        const double *temperature, const int32_t *top_k,
+                        const double *top_p, const uint8_t *active,
+                        chargen_rng *rngs, void *scratch, int64_t *out,
+                        int64_t *err_row);
+
 /* The exact distribution chargen_sample draws from: probs[i] for i < V
  * (renormalised over the kept ids, 0 elsewhere; one-hot at the argmax for
  * temperature 0).  Does not touch any RNG.  Returns 0 or a status. */

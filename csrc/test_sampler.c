@@ -346,6 +346,59 @@ static void test_paths_agree(void) {
     printf("paths agree: ok so far (%d failed)\n", n_failed);
 }
 
+/* sample_rows: each row with its own settings and stream is chargen_sample of
+ * that row; inactive rows are left alone; a bad row rolls back the drawn ones. */
+static void test_rows(void) {
+    enum { V = 65, B = 6 };
+    static float x[B * V];
+    const double temps[B] = {1.0, 0.0, 0.7, 1.6, 1.0, 0.9};
+    const int32_t ks[B] = {0, 0, 10, 40, 3, 0};
+    const double ps[B] = {1.0, 1.0, 0.9, 0.5, 1.0, 0.3};
+    const uint8_t active[B] = {1, 1, 0, 1, 1, 1};
+    chargen_rng rows[B], rows0[B], one;
+    int64_t out[B], err_row;
+    int b, round;
+    for (b = 0; b < B; b++) make_logits(x + b * V, V, 31 + b, 9.0f);
+    for (b = 0; b < B; b++) chargen_rng_seed(&rows[b], 100 + (uint64_t)b, 0);
+    memcpy(rows0, rows, sizeof rows);
+    for (round = 0; round < 50; round++) {
+        out[2] = -7;
+        CHECK_EQ(chargen_sample_rows(x, B, V, V, temps, ks, ps, active, rows, scratch, out, NULL), 0);
+        CHECK_EQ(out[2], -7);
+        for (b = 0; b < B; b++) {
+            if (!active[b]) continue;
+            CHECK_EQ(chargen_sample(x + b * V, V, temps[b], ks[b], ps[b], &rows0[b], scratch), out[b]);
+            CHECK(same_rng(&rows0[b], &rows[b]));
+        }
+        CHECK(same_rng(&rows0[2], &rows[2]));
+    }
+    /* NULL active: every row */
+    CHECK_EQ(chargen_sample_rows(x, B, V, V, temps, ks, ps, NULL, rows, scratch, out, NULL), 0);
+    one = rows0[2];
+    CHECK_EQ(chargen_sample(x + 2 * V, V, temps[2], ks[2], ps[2], &one, scratch), out[2]);
+    CHECK(same_rng(&one, &rows[2]));
+    /* argument errors */
+    CHECK_EQ(chargen_sample_rows(x, B, V, V - 1, temps, ks, ps, active, rows, scratch, out, &err_row), CHARGEN_ERR_SIZE);
+    CHECK_EQ(err_row, -1);
+    CHECK_EQ(chargen_sample_rows(x, B, V, V, NULL, ks, ps, active, rows, scratch, out, NULL), CHARGEN_ERR_NULL);
+    /* a bad setting or a NaN names its row and rolls the drawn streams back */
+    {
+        double bad_t[B];
+        memcpy(bad_t, temps, sizeof bad_t);
+        bad_t[4] = -1.0;
+        memcpy(rows0, rows, sizeof rows);
+        CHECK_EQ(chargen_sample_rows(x, B, V, V, bad_t, ks, ps, active, rows, scratch, out, &err_row),
+                 CHARGEN_ERR_TEMPERATURE);
+        CHECK_EQ(err_row, 4);
+        CHECK(memcmp(rows, rows0, sizeof rows) == 0);
+        x[5 * V + 3] = NAN;
+        CHECK_EQ(chargen_sample_rows(x, B, V, V, temps, ks, ps, active, rows, scratch, out, &err_row), CHARGEN_ERR_NAN);
+        CHECK_EQ(err_row, 5);
+        CHECK(memcmp(rows, rows0, sizeof rows) == 0);
+    }
+    printf("rows: ok so far (%d failed)\n", n_failed);
+}
+
 /* The exact distribution equals an independent reference, and 10^6 draws
  * fit it (chi-square p > 1e-3). */
 static void test_distribution(void) {
@@ -470,6 +523,7 @@ int main(void) {
     test_errors();
     test_greedy_and_masking();
     test_paths_agree();
+    test_rows();
     test_distribution();
     print_golden();
     printf("test_sampler: %d checks, %d failed\n", n_checks, n_failed);

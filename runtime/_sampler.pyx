@@ -9,6 +9,10 @@
     s.probs(row, ...)              -> float64 [V], the exact distribution sampled
     s.get_state() / s.set_state(state)                       resume bit-exactly
 
+    rs = RowSampler(V)            # rows with settings and RNG streams of their own (a server's slots)
+    rs.sample(rows, temperature[B], top_k[B], top_p[B], active[B], rngs[B, 4], out[B])
+    rng_state(seed, stream=0)     -> uint64 [4], the state of stream `stream` of `seed`
+
 Logits: float32 arrays are used in place, without a copy (1-D C-contiguous
 rows; for a batch, any [B, V] array whose rows are contiguous).  Any other
 floating dtype (float16, float64, ...) or a list of floats is converted to
@@ -38,7 +42,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 
 cnp.import_array()
@@ -69,6 +73,12 @@ cdef extern from "sampler.h" nogil:
                              double temperature, int top_k, double top_p,
                              chargen_rng *rngs, void *scratch, int64_t *out,
                              int64_t *err_row)
+    int chargen_sample_rows(const float *logits, int64_t B, int V, int64_t ld,
+                            const double *temperature, const int32_t *top_k,
+                            const double *top_p, const uint8_t *active,
+                            chargen_rng *rngs, void *scratch, int64_t *out,
+                            int64_t *err_row)
+    void chargen_rng_seed(chargen_rng *rng, uint64_t seed, uint64_t stream)
     int chargen_distribution(const float *logits, int V, double temperature,
                              int top_k, double top_p, void *scratch, double *probs)
     const char *chargen_status_str(int status)
@@ -472,3 +482,84 @@ cdef cnp.ndarray _check_out(object out, cnp.npy_intp n):
             or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
         raise SamplerError(f"out must be a writeable, contiguous 1-D int64 array of length {n}")
     return <cnp.ndarray>out
+
+
+def rng_state(seed, stream=0):
+    """The xoshiro256** state of stream `stream` of `seed` as uint64 [4]: what a
+    Sampler(seed) draws row `stream` of a batch with (stream 0: sample())."""
+    cdef chargen_rng rng
+    cdef uint64_t value = _check_seed(seed)
+    cdef uint64_t st = _check_seed(stream)
+    chargen_rng_seed(&rng, value, st)
+    return np.array([rng.s[0], rng.s[1], rng.s[2], rng.s[3]], np.uint64)
+
+
+cdef cnp.ndarray _row_array(object x, int typenum, str dtype, cnp.npy_intp B, str name, bint writeable):
+    if (type(x) is not cnp.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
+            or cnp.PyArray_NDIM(<cnp.ndarray>x) != 1 or cnp.PyArray_DIMS(<cnp.ndarray>x)[0] < B
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            or (writeable and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x))):
+        raise TypeError(f"{name} must be a contiguous 1-D {dtype} array of at least {B} entries")
+    return <cnp.ndarray>x
+
+
+cdef class RowSampler:
+    """Samples the rows of a batch whose streams each have their own settings and
+    RNG state, owned by the caller (a server's slots). Row b is drawn exactly as
+    Sampler.sample would draw it with that row's settings and stream, whatever the
+    other rows are. Not thread-safe: one per thread."""
+
+    cdef void *_scratch
+    cdef int _V
+
+    def __cinit__(self, Py_ssize_t V):
+        if not 0 < V <= CHARGEN_MAX_V:
+            raise SamplerError(f"V out of range (1 .. {CHARGEN_MAX_V})")
+        self._V = <int>V
+        self._scratch = malloc(chargen_scratch_bytes(self._V))
+        if self._scratch == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self._scratch)
+
+    def sample(self, logits, temperature, top_k, top_p, active, rngs, out):
+        """Draw rows b < B of logits (float32 [B, V], C-contiguous) where active[b] (uint8)
+        is non-zero, with temperature[b] (float64), top_k[b] (int32; <= 0 or >= V: no
+        cut), top_p[b] (float64) and the stream rngs[b] (uint64 [>= B, 4], advanced in
+        place), into out[b] (int64). The settings arrays may be longer than B. Rows left
+        inactive keep their out entry and stream. On error (SamplerError naming the row)
+        no stream advances."""
+        cdef cnp.ndarray x, t, k, p, a, r, o
+        cdef cnp.npy_intp B
+        cdef int rc
+        cdef int64_t err_row = -1
+        if not (type(logits) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>logits) == cnp.NPY_FLOAT32
+                and cnp.PyArray_NDIM(<cnp.ndarray>logits) == 2 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>logits)
+                and cnp.PyArray_DIMS(<cnp.ndarray>logits)[1] == self._V):
+            raise TypeError(f"logits must be a C-contiguous float32 [B, {self._V}] array")
+        x = <cnp.ndarray>logits
+        B = cnp.PyArray_DIMS(x)[0]
+        t = _row_array(temperature, cnp.NPY_FLOAT64, "float64", B, "temperature", False)
+        k = _row_array(top_k, cnp.NPY_INT32, "int32", B, "top_k", False)
+        p = _row_array(top_p, cnp.NPY_FLOAT64, "float64", B, "top_p", False)
+        a = _row_array(active, cnp.NPY_UINT8, "uint8", B, "active", False)
+        o = _row_array(out, cnp.NPY_INT64, "int64", B, "out", True)
+        if not (type(rngs) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>rngs) == cnp.NPY_UINT64
+                and cnp.PyArray_NDIM(<cnp.ndarray>rngs) == 2 and cnp.PyArray_DIMS(<cnp.ndarray>rngs)[0] >= B
+                and cnp.PyArray_DIMS(<cnp.ndarray>rngs)[1] == 4
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>rngs) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>rngs)):
+            raise TypeError(f"rngs must be a writeable C-contiguous uint64 [>= {B}, 4] array")
+        r = <cnp.ndarray>rngs
+        if B == 0:
+            return out
+        with nogil:
+            rc = chargen_sample_rows(<const float *>cnp.PyArray_DATA(x), B, self._V, self._V,
+                                     <const double *>cnp.PyArray_DATA(t), <const int32_t *>cnp.PyArray_DATA(k),
+                                     <const double *>cnp.PyArray_DATA(p), <const uint8_t *>cnp.PyArray_DATA(a),
+                                     <chargen_rng *>cnp.PyArray_DATA(r), self._scratch,
+                                     <int64_t *>cnp.PyArray_DATA(o), &err_row)
+        if rc < 0:
+            row = int(err_row)
+            raise _error(rc, row, float(t[row]) if row >= 0 else 0.0, float(p[row]) if row >= 0 else 1.0)
+        return out

@@ -227,7 +227,7 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             "hidden_size": model.hidden_size,
             "vocab_size": model.vocab_size,
             "embedding_dim": model.config.get("embedding_dim"),
-            "threads": (model._int8_step.threads if model._int8_step is not None else so.intra_op_num_threads),
+            "threads": (model.int8_step.threads if model.int8_step is not None else so.intra_op_num_threads),
             "cpus": os.cpu_count(),
             "runs": [],
         })

@@ -161,7 +161,7 @@ class Generator:
         L, H, V = model.num_layers, model.hidden_size, model.vocab_size
         self._shape = (L, H, V)
         self._chars = model.vocab.chars
-        ort = model._ort
+        ort = model.ort
         OrtValue = ort.OrtValue
         session = model.session
 
@@ -176,7 +176,7 @@ class Generator:
         # On CUDA every copy to or from the GPU holds this lock: with CUDA graphs, the model's
         # lock, since a copy from another thread while one captures its graph breaks the capture
         # ("operation not permitted when stream is capturing"); otherwise the generator's own.
-        self._lock = model._graph_lock if self._graph else threading.Lock()
+        self._lock = model.graph_lock if self._graph else threading.Lock()
         if self._on_cuda:
             # the hidden state never leaves the GPU; the token goes up and the logits come down
             # through device buffers at fixed addresses, as CUDA graphs replay them
@@ -190,7 +190,7 @@ class Generator:
                 self._tok_ov.update_inplace(self._tok)
                 self._logits_ov = OrtValue.ortvalue_from_shape_and_type([B, V], np.float32, "cuda", 0)
             if self._graph:  # each binding (A->B, B->A) is its own captured graph with its own id
-                ids = model._graph_ids(2)
+                ids = model.graph_ids(2)
                 for i in range(2):
                     ro = ort.RunOptions()
                     ro.add_run_config_entry("gpu_graph_id", str(ids[i]))
@@ -209,11 +209,9 @@ class Generator:
             b.bind_ortvalue_output(contract.OUTPUT_LOGITS, self._logits_ov)
             b.bind_ortvalue_output(contract.OUTPUT_H, self._h_ov[1 - i])
             self._bindings.append(b)
-        self._cbind = [getattr(b, "_iobinding", None) for b in self._bindings]
-        self._run_c = model._run_inner if all(c is not None for c in self._cbind) else None
         # chargen's int8 step, where the model has it for this batch size, runs on the same host buffers
         self.engine = model.engine_for(B)
-        self._int8_step = model._int8_step if self.engine == "chargen" else None
+        self._int8_step = model.int8_step if self.engine == "chargen" else None
         self._int8_scratch = self._int8_step.scratch(B) if self._int8_step is not None else None
         self._cur = 0  # the h buffer that holds the current state
         self._primed = False
@@ -269,14 +267,12 @@ class Generator:
         if self._on_cuda:
             with self._lock:
                 self._tok_ov.update_inplace(self._tok)
-                self.model._run(self._bindings[i], self._run_options[i])
+                self.model.run_binding(self._bindings[i], self._run_options[i])
                 np.copyto(self._logits, self._logits_ov.numpy())
         elif self._int8_step is not None:
             self._int8_step.step(self._tok, self._h[i], self._h[1 - i], self._logits, self._int8_scratch)
-        elif self._run_c is not None:
-            self._run_c(self._cbind[i], None)
         else:
-            self.model._run(self._bindings[i], None)
+            self.model.run_binding(self._bindings[i])
         self._cur = 1 - i
         self._steps += 1
 

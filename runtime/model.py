@@ -106,15 +106,15 @@ class Model:
         except ValueError:
             self.val_loss = None
         self.cuda_graph = cuda_graph
-        self._ort = ort
-        # chargen's int8 step in C (chargen.runtime.engine), when load() chose it, and the
-        # largest batch it runs (None: all; engine='auto' leaves larger ones to onnxruntime)
-        self._int8_step = None
+        self.ort = ort  # the onnxruntime module the session came from
+        # chargen's int8 step in C (chargen.runtime._int8.Int8Step), when load() chose it, and
+        # the largest batch it runs (None: all; engine='auto' leaves larger ones to onnxruntime)
+        self.int8_step = None
         self._int8_max_batch = None
         self.engine = "onnxruntime"
         # CUDA graphs: every Generator binding gets its own captured graph (gpu_graph_id), and
         # replays are serialised (capture and replay from several threads are not documented safe)
-        self._graph_lock = threading.Lock()
+        self.graph_lock = threading.Lock()
         self._next_graph_id = 1
         # the fast entry point: the C++ session's run_with_iobinding, without the Python
         # wrapper's per-call checks (WebGPU capture bookkeeping); public API as fallback.
@@ -176,7 +176,7 @@ class Model:
         model = open_model(_session_options(ort, threads or physical_cores(),
                                             {"session.intra_op.allow_spinning": "0", **(session_config or {})}), "cpu")
         try:
-            model._int8_step = choose(model, engine, threads, int8)
+            model.int8_step = choose(model, engine, threads, int8)
         except EngineError:
             if engine == "chargen":
                 raise
@@ -252,7 +252,7 @@ class Model:
 
     def engine_for(self, batch_size: int) -> str:
         """Who runs the step of a Generator of batch_size streams: 'chargen' or 'onnxruntime'."""
-        if self._int8_step is None or (self._int8_max_batch is not None and batch_size > self._int8_max_batch):
+        if self.int8_step is None or (self._int8_max_batch is not None and batch_size > self._int8_max_batch):
             return "onnxruntime"
         return "chargen"
 
@@ -262,13 +262,17 @@ class Model:
 
         return Generator(self, options, batch_size=batch_size, **kwargs)
 
-    def _graph_ids(self, n: int) -> list[int]:
-        with self._graph_lock:
+    def graph_ids(self, n: int) -> list[int]:
+        """n fresh CUDA graph ids (gpu_graph_id) for the bindings of a new Generator."""
+        with self.graph_lock:
             first = self._next_graph_id
             self._next_graph_id += n
         return list(range(first, first + n))
 
-    def _run(self, binding, run_options=None) -> None:
+    def run_binding(self, binding, run_options=None) -> None:
+        """One run of the session over an IOBinding of this model's session: the step path of
+        Generator and Batch (through the C++ session's run_with_iobinding where onnxruntime has it,
+        without the Python wrapper's per-call checks)."""
         if self._run_inner is not None:
             self._run_inner(binding._iobinding, run_options)
         else:  # pragma: no cover - older/newer onnxruntime without the inner session

@@ -12,8 +12,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from chargen.export.graph import GraphOptions, build_graph, build_step_graph, random_weights  # noqa: E402
-from chargen.export.onnx_export import quantize_int8  # noqa: E402
+from chargen.export.graph import GraphOptions, build_step_graph, random_weights  # noqa: E402
 from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
 from chargen.runtime import _int8, engine  # noqa: E402
 from chargen.runtime.model import physical_cores  # noqa: E402
@@ -23,20 +22,20 @@ TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 8  # 1,000+ chars
 
 
-def int8_model(path, L, H, E=16, options=GraphOptions(), kernel="dynamic", seed=3, rnn_scale=1.0):
-    """An int8 model file from random weights: torch's init scale (rnn_scale=1) gives a
-    contractive recurrence, as trained models have; rnn_scale=4 a chaotic one."""
-    vocab = Vocab.from_text(ALPHABET)
-    config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
-    weights = random_weights(len(vocab), E, H, L, seed=seed, head_scale=8, rnn_scale=rnn_scale)
-    graph = build_graph(weights, config, vocab, corpus="random", precision="int8", options=options)
-    onnx.save(quantize_int8(graph, kernel=kernel), path)
-    return path
+@pytest.fixture(scope="module")
+def int8_model(make_model):
+    """int8_model(path, L, H, ...): an int8 model file from random weights (tests/conftest.py):
+    torch's init scale (rnn_scale=1) gives a contractive recurrence, as trained models have;
+    rnn_scale=4 a chaotic one."""
+    def make(path, L, H, E=16, options=GraphOptions(), kernel="dynamic", seed=3, rnn_scale=1.0):
+        return make_model(path, "int8", layers=L, hidden=H, embedding=E, options=options, kernel=kernel, seed=seed,
+                          rnn_scale=rnn_scale)
+    return make
 
 
 # H=96: rows padded to 128 for the kernels; L=2: layer 1's quantized W_ih
 @pytest.fixture(scope="module", params=[(1, 64), (2, 96)], ids=["L1-H64", "L2-H96"])
-def path(request, tmp_path_factory):
+def path(int8_model, request, tmp_path_factory):
     L, H = request.param
     return int8_model(tmp_path_factory.mktemp("int8") / f"int8-L{L}-H{H}.onnx", L, H)
 
@@ -46,12 +45,12 @@ def engines(path):
     return Model.load(path, device="cpu", engine="chargen"), Model.load(path, device="cpu", engine="onnxruntime")
 
 
-def test_every_step_is_onnxruntimes_even_on_a_chaotic_model(tmp_path):
+def test_every_step_is_onnxruntimes_even_on_a_chaotic_model(int8_model, tmp_path):
     """From the same state, over 1,000+ characters of text, the C step's logits and state are
     within 2e-5 of onnxruntime's (both quantize the state alike and sum the int8 products
     exactly; the gates round differently) on a model whose recurrence amplifies any difference."""
     model = Model.load(int8_model(tmp_path / "chaos.onnx", 2, 96, rnn_scale=4.0), device="cpu", engine="chargen")
-    worst = engine.check(model, model._int8_step, model.vocab.encode(TEXT))
+    worst = engine.check(model, model.int8_step, model.vocab.encode(TEXT))
     assert worst < 2e-5, worst
 
 
@@ -160,14 +159,14 @@ def test_auto_takes_it_where_it_was_measured_faster(path, tmp_path):
         Model.load(fp32, engine="tensorrt")
 
 
-def test_nbits_models_stay_with_onnxruntime(tmp_path):
+def test_nbits_models_stay_with_onnxruntime(int8_model, tmp_path):
     nbits = int8_model(tmp_path / "nbits.onnx", 1, 32, kernel="nbits")
     assert Model.load(nbits, device="cpu").engine == "onnxruntime"
     with pytest.raises(EngineError, match="MatMulInteger weights"):
         Model.load(nbits, device="cpu", engine="chargen")
 
 
-def test_a_graph_that_is_not_its_weights_is_refused(tmp_path):
+def test_a_graph_that_is_not_its_weights_is_refused(int8_model, tmp_path):
     """The step is checked against the graph at every load: a graph that computes something
     else from the same weights (here its Tanh made a Sigmoid) is refused, and 'auto' falls
     back to onnxruntime."""
@@ -182,7 +181,7 @@ def test_a_graph_that_is_not_its_weights_is_refused(tmp_path):
     assert model.session.get_session_options().intra_op_num_threads == 0  # reopened as asked
 
 
-def test_a_graph_written_otherwise_is_refused_by_name(tmp_path):
+def test_a_graph_written_otherwise_is_refused_by_name(int8_model, tmp_path):
     path = int8_model(tmp_path / "split.onnx", 1, 32, options=GraphOptions(fused_gates=False))
     with pytest.raises(EngineError, match="not chargen's int8 step graph"):
         Model.load(path, device="cpu", engine="chargen")

@@ -1,0 +1,298 @@
+"""Batch: slots, independent text streams that join and leave between steps and share one
+graph run per step (continuous batching, as a server needs it).
+
+    batch = Batch(model, max_batch=64)
+    a = batch.admit("ROMEO: ", GenerationOptions(temperature=0.8, seed=1, max_length=200))
+    b = batch.admit("JULIET: ", GenerationOptions(top_k=20, stop="\\n\\n"))
+    while batch.active:
+        for event in batch.step():      # one graph run for every active slot
+            print(event.slot, event.text, event.finish)
+    batch.release(a)                    # cancel a slot at any time (no-op once it finished)
+
+Every slot has its own hidden state (zero at admission), prompt, sampling options and RNG
+stream. One step() advances each active slot by one character: a slot still reading its
+prompt takes its next prompt character, the others sample theirs (C, per-row settings,
+no Python loop over the rows on the sampling path). Prompts are fed inside the shared runs,
+one character a step, so admitting a long prompt never stalls the other slots; a slot's first
+character comes after len(prompt) steps.
+
+What a slot generates depends on its prompt, options and seed only, never on the other slots,
+where the step's rows are independent: fp32 and fp16 models on onnxruntime (each row of a
+MatMul is its own dot products), and int8 models on chargen's int8 step (it quantizes every
+row with its own scale). onnxruntime's int8 graph quantizes the whole batch with one scale, so
+there a seeded slot's text can change with its neighbours. A Batch keeps one engine for its
+life (Batch.engine: Model.engine_for(max_batch)).
+
+The active slots occupy the first rows of the step's buffers; a slot that leaves is replaced
+by the last row, so a run covers exactly the active slots. Not thread-safe: one thread owns
+a Batch (a server's stepping thread).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from chargen.runtime import contract
+from chargen.runtime.generator import GenerationOptions
+
+MAX_LOGPROBS = 20
+
+
+class BatchFull(RuntimeError):
+    """Every slot is taken: step() until one finishes, or release() one."""
+
+
+@dataclass(frozen=True)
+class SlotEvent:
+    """What one slot did in one step.
+
+    text:   the character it generated ("" when it finished without one: max_length 0).
+    finish: None, "stop" (text completes one of its stop strings) or "length" (max_length
+            characters generated). The slot is gone after a finishing event.
+    logprob, top_logprobs: with admit(logprobs=N): the character's log-probability and the
+            N most likely characters with theirs, under the model's own distribution
+            (temperature 1, no cuts)."""
+
+    slot: int
+    text: str
+    finish: str | None = None
+    logprob: float | None = None
+    top_logprobs: dict | None = None
+
+
+class _Slot:
+    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "keep", "tail", "logprobs")
+
+    def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int):
+        self.id = id_
+        self.prompt = prompt  # symbol ids still to feed from pos on
+        self.pos = 0
+        self.generated = 0
+        self.max_length = options.max_length
+        self.stops = options.stop or ()
+        self.keep = max((len(s) for s in self.stops), default=0)
+        self.tail = ""
+        self.logprobs = logprobs
+
+
+class Batch:
+    """Up to max_batch slots over one Model. See the module docstring."""
+
+    def __init__(self, model, max_batch: int = 64):
+        from chargen.runtime._sampler import RowSampler
+
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, not {max_batch!r}")
+        self.model = model
+        self.capacity = max_batch
+        self.engine = model.engine_for(max_batch)
+        L, H, V = model.num_layers, model.hidden_size, model.vocab_size
+        self._shape = (L, H, V)
+        self._chars = model.vocab.chars
+        C = max_batch
+        # per row: the step's buffers and the sampler's settings and streams
+        self._tok = np.zeros(C, np.int64)
+        self._logits = np.zeros((C, V), np.float32)
+        self._h = [np.zeros(L * C * H, np.float32) for _ in range(2)]  # [L, n, H] in the first L*n*H
+        self._cur = 0
+        self._temperature = np.ones(C, np.float64)
+        self._top_k = np.zeros(C, np.int32)
+        self._top_p = np.ones(C, np.float64)
+        self._sampling = np.zeros(C, np.uint8)  # 1: the row samples its next character this step
+        self._rngs = np.zeros((C, 4), np.uint64)
+        self._sampler = RowSampler(V)
+        self._rows: list[_Slot] = []
+        self._row_of: dict[int, int] = {}
+        self._ids = itertools.count()
+        self._bindings: dict[int, list] = {}  # onnxruntime IOBindings per row count
+        self._int8 = model.int8_step if self.engine == "chargen" else None
+        self._int8_scratch = self._int8.scratch(C) if self._int8 is not None else None
+        self.steps = 0
+
+    # ------------------------------------------------------------ slots
+    @property
+    def active(self) -> int:
+        """Slots admitted and not finished or released."""
+        return len(self._rows)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self._rows)
+
+    def admit(self, prompt: str, options: GenerationOptions | None = None, *, unknown: str = "error",
+              logprobs: int = 0) -> int:
+        """A new slot for prompt with its own options (options.seed: an int, or None for a
+        random one); returns its handle (an int never reused). Raises BatchFull,
+        UnknownCharactersError (naming the characters), ValueError (an empty prompt, bad
+        arguments)."""
+        from chargen.runtime._sampler import rng_state
+
+        if options is None:
+            options = GenerationOptions()
+        elif not isinstance(options, GenerationOptions):
+            raise TypeError("options must be a GenerationOptions")
+        if unknown not in ("error", "skip"):
+            raise ValueError(f"unknown must be 'error' or 'skip', not {unknown!r}")
+        if isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be an integer in [0, {MAX_LOGPROBS}], not {logprobs!r}")
+        if isinstance(options.seed, tuple):
+            raise ValueError("a slot takes one seed (an int), not a list")
+        ids = self.model.vocab.encode(prompt, unknown)
+        if not ids:
+            why = " after skipping unknown characters" if unknown == "skip" else ""
+            raise ValueError(f"the prompt is empty{why}: the model needs at least one character to start from")
+        if len(self._rows) >= self.capacity:
+            raise BatchFull(f"all {self.capacity} slots are in use")
+        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little")
+
+        n = len(self._rows)
+        self._resize(n, n + 1)
+        L, H, _ = self._shape
+        self._h_view(n + 1)[:, n] = 0.0
+        slot = _Slot(next(self._ids), ids, options, logprobs)
+        self._rows.append(slot)
+        self._row_of[slot.id] = n
+        self._temperature[n] = options.temperature
+        self._top_k[n] = options.top_k
+        self._top_p[n] = options.top_p
+        self._sampling[n] = 0
+        self._rngs[n] = rng_state(seed, 0)
+        return slot.id
+
+    def release(self, slot: int) -> None:
+        """Free a slot now (its client went away). A finished or unknown slot: nothing to do."""
+        row = self._row_of.get(slot)
+        if row is not None:
+            self._remove(row)
+
+    # ------------------------------------------------------------ the step
+    def step(self) -> list[SlotEvent]:
+        """One graph run: every active slot advances one character. Returns the events of the
+        slots that generated a character or finished; finished slots are gone afterwards."""
+        rows = self._rows
+        n = len(rows)
+        if n == 0:
+            return []
+        sampling = self._sampling[:n]
+        for i, s in enumerate(rows):  # a slot whose prompt is fed samples from now on
+            sampling[i] = s.pos >= len(s.prompt) and s.generated < s.max_length
+        logits = self._logits[:n]
+        tok = self._tok[:n]
+        if sampling.any():
+            self._sampler.sample(logits, self._temperature, self._top_k, self._top_p, sampling, self._rngs, tok)
+        events: list[SlotEvent] = []
+        done: list[int] = []
+        chars = self._chars
+        for i, s in enumerate(rows):
+            if s.pos < len(s.prompt):
+                tok[i] = s.prompt[s.pos]
+                s.pos += 1
+                continue
+            if not sampling[i]:  # max_length reached before a character (max_length 0)
+                events.append(SlotEvent(s.id, "", "length"))
+                done.append(i)
+                continue
+            c = chars[tok[i]]
+            s.generated += 1
+            finish = None
+            if s.stops:
+                s.tail = (s.tail + c)[-s.keep:]
+                if any(s.tail.endswith(x) for x in s.stops):
+                    finish = "stop"
+            if finish is None and s.generated >= s.max_length:
+                finish = "length"
+            if s.logprobs:
+                lp, top = _logprobs(logits[i], int(tok[i]), s.logprobs, chars)
+                events.append(SlotEvent(s.id, c, finish, lp, top))
+            else:
+                events.append(SlotEvent(s.id, c, finish))
+            if finish is not None:
+                done.append(i)
+        for i in reversed(done):  # highest row first: the rows moved in are ones already handled
+            self._remove(i)
+        if self._rows:
+            self._run(len(self._rows))
+        return events
+
+    # ------------------------------------------------------------ buffers
+    def _h_view(self, n: int, which: int | None = None) -> np.ndarray:
+        L, H, _ = self._shape
+        buf = self._h[self._cur if which is None else which]
+        return buf[: L * n * H].reshape(L, n, H)
+
+    def _resize(self, n_old: int, n_new: int) -> None:
+        """Lay the current state of rows < min(n_old, n_new) out as [L, n_new, H]."""
+        L = self._shape[0]
+        if L == 1 or n_old == 0:
+            return
+        keep = min(n_old, n_new)
+        rows = self._h_view(n_old)[:, :keep].copy()
+        self._h_view(n_new)[:, :keep] = rows
+
+    def _remove(self, row: int) -> None:
+        rows = self._rows
+        last = len(rows) - 1
+        gone = rows[row]
+        del self._row_of[gone.id]
+        if row != last:
+            moved = rows[last]
+            rows[row] = moved
+            self._row_of[moved.id] = row
+            h = self._h_view(last + 1)
+            h[:, row] = h[:, last]
+            for a in (self._tok, self._logits, self._temperature, self._top_k, self._top_p, self._sampling,
+                      self._rngs):
+                a[row] = a[last]
+        rows.pop()
+        self._resize(last + 1, last)
+
+    def _run(self, n: int) -> None:
+        i = self._cur
+        if self._int8 is not None:
+            self._int8.step(self._tok[:n], self._h_view(n, i), self._h_view(n, 1 - i), self._logits[:n],
+                            self._int8_scratch)
+        elif self.model.device == "cuda":
+            logits, h = self.model.session.run(None, {contract.INPUT_TOKEN: self._tok[:n],
+                                                      contract.INPUT_H: self._h_view(n, i)})
+            self._logits[:n] = logits
+            self._h_view(n, 1 - i)[...] = h
+        else:
+            pair = self._bindings.get(n)
+            if pair is None:
+                pair = self._bindings[n] = self._bind(n)
+            self.model.run_binding(pair[i])
+        self._cur = 1 - i
+        self.steps += 1
+
+    def _bind(self, n: int) -> list:
+        """The two IOBindings of n rows (state A -> B and B -> A) over the Batch's buffers."""
+        OrtValue = self.model.ort.OrtValue
+        tok = OrtValue.ortvalue_from_numpy(self._tok[:n])
+        logits = OrtValue.ortvalue_from_numpy(self._logits[:n])
+        h = [OrtValue.ortvalue_from_numpy(self._h_view(n, j)) for j in range(2)]
+        pair = []
+        for j in range(2):
+            b = self.model.session.io_binding()
+            b.bind_ortvalue_input(contract.INPUT_TOKEN, tok)
+            b.bind_ortvalue_input(contract.INPUT_H, h[j])
+            b.bind_ortvalue_output(contract.OUTPUT_LOGITS, logits)
+            b.bind_ortvalue_output(contract.OUTPUT_H, h[1 - j])
+            pair.append(b)
+        return pair
+
+    def __repr__(self) -> str:
+        return f"Batch(active={self.active}, capacity={self.capacity}, engine={self.engine!r})"
+
+
+def _logprobs(row: np.ndarray, chosen: int, n: int, chars) -> tuple[float, dict]:
+    """log-softmax of one row of logits: the chosen symbol's value and the n largest."""
+    x = row.astype(np.float64)
+    m = float(x.max())
+    lse = m + math.log(float(np.exp(x - m).sum()))
+    top = np.argsort(-x, kind="stable")[:n]
+    return float(x[chosen] - lse), {chars[j]: float(x[j] - lse) for j in top}
