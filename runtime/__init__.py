@@ -21,6 +21,9 @@ _LAZY = {
     "Generator": "chargen.runtime.generator",
     "GenerationOptions": "chargen.runtime.generator",
     "GeneratorState": "chargen.runtime.generator",
+    "Batch": "chargen.runtime.batch",
+    "BatchFull": "chargen.runtime.batch",
+    "SlotEvent": "chargen.runtime.batch",
 }
 
 __all__ = ["FORMAT_VERSION", "UnknownCharactersError", "Vocab", *_LAZY]
