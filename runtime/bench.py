@@ -257,7 +257,7 @@ def format_comparison(reports: list[dict]) -> str:
     lines = ["\n\n".join(format_report(r) for r in reports), "",
              f"chars/s against {first['model']} ({_label(first)}), measured in turns:"]
     for k, base in enumerate(first["runs"]):
-        ratios = ", ".join(f"{r['model']} ({_label(r)}) {r['runs'][k]['chars_per_s'] / base['chars_per_s']:.2f}x"
+        ratios = ", ".join(f"{r['model']} ({_label(r)}) {r['runs'][k]['chars_per_s'] / base['chars_per_s']:.3g}x"
                            for r in reports[1:])
         lines.append(f"  batch {base['batch_size']}: {ratios}")
     return "\n".join(lines)

@@ -72,12 +72,14 @@ def test_a_long_rollout_follows_onnxruntime(engines):
     assert np.max(np.abs(g.state().h - r.state().h)) < 1e-5
 
 
-def test_greedy_and_sampled_text_are_onnxruntimes(engines):
+def test_greedy_text_is_onnxruntimes(engines):
+    """Greedy text is the same (sampled text is each engine's own: see test_export.py's
+    test_what_the_two_int8_engines_share_on_trained_models)."""
     ours, theirs = engines
-    for options in (GenerationOptions(temperature=0, max_length=500), GenerationOptions(seed=11, max_length=400)):
-        a = Generator(ours, options).generate("ROMEO: ")[0]
-        b = Generator(theirs, options).generate("ROMEO: ")[0]
-        assert a == b and len(a) == options.max_length
+    options = GenerationOptions(temperature=0, max_length=1000)
+    a = Generator(ours, options).generate("ROMEO: ")[0]
+    b = Generator(theirs, options).generate("ROMEO: ")[0]
+    assert a == b and len(a) == options.max_length
 
 
 def test_same_seed_same_text_and_restore_is_bit_exact(engines):
