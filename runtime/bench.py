@@ -22,44 +22,15 @@ class BenchError(RuntimeError):
 
 
 class StepSplit:
-    """Generator.step() with its graph run and its sampler call timed from inside, so that one
-    loop of the real step gives all three parts: rest = step - graph - sampler is the Python
-    around the two calls, plus ~0.2 us of this timing itself. (Subtracting the parts from a
-    step timed in another slice, as gen bench did before, put the machine's noise into rest:
-    tens of us at batch 1, milliseconds at batch 64, for ~1 us of real work.)"""
+    """Generator.step() with its graph run and its sampler call timed from inside
+    (Generator.step_split), so that one loop of the real step gives all three parts."""
 
     def __init__(self, generator):
         self.generator = generator
 
     def run(self, n: int) -> tuple[float, float, float]:
         """n steps -> ns per step: (whole step, graph run, sampler)."""
-        g, clock, acc = self.generator, time.perf_counter_ns, [0, 0]
-        run, sampler = g._run, g._sampler
-
-        def timed_run():
-            a = clock()
-            run()
-            acc[0] += clock() - a
-
-        class TimedSampler:
-            @staticmethod
-            def sample_batch(*args):
-                a = clock()
-                tok = sampler.sample_batch(*args)
-                acc[1] += clock() - a
-                return tok
-
-        step = g.step
-        g._run, g._sampler = timed_run, TimedSampler()
-        try:
-            a = clock()
-            for _ in range(n):
-                step()
-            total = clock() - a
-        finally:
-            del g._run  # the instance attribute shadowed the method
-            g._sampler = sampler
-        return total / n, acc[0] / n, acc[1] / n
+        return self.generator.step_split(n)
 
 
 class _Meter:
