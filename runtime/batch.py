@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,8 +47,7 @@ class BatchFull(RuntimeError):
     """Every slot is taken: step() until one finishes, or release() one."""
 
 
-@dataclass(frozen=True)
-class SlotEvent:
+class SlotEvent(NamedTuple):
     """What one slot did in one step.
 
     text:   the character it generated ("" when it finished without one: max_length 0).
@@ -179,8 +178,8 @@ class Batch:
         if n == 0:
             return []
         sampling = self._sampling[:n]
-        for i, s in enumerate(rows):  # a slot whose prompt is fed samples from now on
-            sampling[i] = s.pos >= len(s.prompt) and s.generated < s.max_length
+        # a slot whose prompt is fed samples from now on, until max_length
+        sampling[:] = [s.pos >= len(s.prompt) and s.generated < s.max_length for s in rows]
         logits = self._logits[:n]
         tok = self._tok[:n]
         if sampling.any():
@@ -188,16 +187,16 @@ class Batch:
         events: list[SlotEvent] = []
         done: list[int] = []
         chars = self._chars
-        for i, s in enumerate(rows):
-            if s.pos < len(s.prompt):
-                tok[i] = s.prompt[s.pos]
-                s.pos += 1
+        for i, (s, t, sample) in enumerate(zip(rows, tok.tolist(), sampling.tolist())):
+            if not sample:
+                if s.pos < len(s.prompt):
+                    tok[i] = s.prompt[s.pos]
+                    s.pos += 1
+                else:  # max_length reached before a character (max_length 0)
+                    events.append(SlotEvent(s.id, "", "length"))
+                    done.append(i)
                 continue
-            if not sampling[i]:  # max_length reached before a character (max_length 0)
-                events.append(SlotEvent(s.id, "", "length"))
-                done.append(i)
-                continue
-            c = chars[tok[i]]
+            c = chars[t]
             s.generated += 1
             finish = None
             if s.stops:
@@ -207,8 +206,7 @@ class Batch:
             if finish is None and s.generated >= s.max_length:
                 finish = "length"
             if s.logprobs:
-                lp, top = _logprobs(logits[i], int(tok[i]), s.logprobs, chars)
-                events.append(SlotEvent(s.id, c, finish, lp, top))
+                events.append(SlotEvent(s.id, c, finish, *_logprobs(logits[i], t, s.logprobs, chars)))
             else:
                 events.append(SlotEvent(s.id, c, finish))
             if finish is not None:
