@@ -257,26 +257,26 @@ def check_text(
 
     The validation split (train_config.val_fraction) of: `data` if given; else the
     checkpoint's corpus when it can be found without the network (a
-    "corpus_source" path in the checkpoint, or the cached tiny-shakespeare);
+    "corpus_source" path in the checkpoint, or the packaged tiny-shakespeare);
     else a deterministic pseudo-random id sequence. At least steps + 1 ids.
     """
-    from chargen.train.data import TINYSHAKESPEARE_FILENAME, CorpusError, cache_dir, load_corpus, split
+    from chargen.train.data import TINYSHAKESPEARE_NAME, CorpusError, load_corpus, split
 
     val_fraction = float((checkpoint.get("train_config") or {}).get("val_fraction", 0.1) or 0.1)
     corpus_name = str(checkpoint.get("corpus") or "")
     corpus = None
     if data is not None:
         try:
-            corpus = load_corpus(data, progress=False)
+            corpus = load_corpus(data)
         except CorpusError as e:
             raise ExportError(str(e)) from None
     else:
         source = checkpoint.get("corpus_source")
         try:
             if isinstance(source, str) and source and Path(source).exists():
-                corpus = load_corpus(source, progress=False)
-            elif corpus_name == "tinyshakespeare" and (cache_dir() / TINYSHAKESPEARE_FILENAME).is_file():
-                corpus = load_corpus(None, progress=False)  # verified against its sha256, no download
+                corpus = load_corpus(source)
+            elif corpus_name == TINYSHAKESPEARE_NAME:
+                corpus = load_corpus(None)
         except CorpusError:
             corpus = None
     if corpus is not None:

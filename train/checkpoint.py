@@ -8,7 +8,7 @@ A checkpoint is a plain dict of tensors and Python primitives:
     train_config  TrainConfig as a dict
     vocab         list of characters in id order
     corpus        corpus name
-    corpus_source the path the corpus was read from, or its download address
+    corpus_source the path the corpus was read from, or chargen.train.data.TINYSHAKESPEARE_SOURCE
     model         state_dict of CharGRU
     optimizer     state_dict of the optimizer
     step, epoch   optimizer steps done; the epoch the next step belongs to

@@ -1,4 +1,4 @@
-"""The training corpus: load a text file or a folder of them, or fetch tiny-shakespeare.
+"""The training corpus: load a text file or a folder of them, or the packaged tiny-shakespeare.
 
 ``load_corpus(data)`` is what ``gen train --data PATH`` calls:
 
@@ -11,8 +11,8 @@
   the first line of the next. Files and folders whose name starts with ``"."``
   (``.git``, ``.ipynb_checkpoints``, editor backups) are skipped. Symlinked
   files are followed; symlinked folders are not descended into.
-* ``data`` is ``None``: tiny-shakespeare, downloaded once into ``cache_dir()``
-  and checked against its sha256 (see ``download_tinyshakespeare``).
+* ``data`` is ``None``: tiny-shakespeare, the copy that ships inside the package
+  (gzipped, about 0.4 MB), checked against its sha256. No network is needed.
 
 Every text is decoded as strict UTF-8. A leading byte order mark (U+FEFF) is
 removed from each file, and Windows line ends ``"\\r\\n"`` become ``"\\n"`` (a
@@ -25,49 +25,37 @@ message is one line naming the file, the problem, and what to do about it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-import http.client
 import os
-import socket
-import tempfile
-import urllib.error
-import urllib.request
+import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 __all__ = [
-    "TINYSHAKESPEARE_URL",
     "TINYSHAKESPEARE_SHA256",
     "TINYSHAKESPEARE_CHARS",
-    "TINYSHAKESPEARE_FILENAME",
-    "URL_ENV",
-    "CACHE_ENV",
-    "DOWNLOAD_TIMEOUT_S",
+    "TINYSHAKESPEARE_NAME",
+    "TINYSHAKESPEARE_SOURCE",
     "CorpusError",
     "Corpus",
-    "cache_dir",
-    "download_tinyshakespeare",
+    "tinyshakespeare_text",
     "load_corpus",
     "check_length",
     "split",
 ]
 
-TINYSHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
+# karpathy/char-rnn's data/tinyshakespeare/input.txt, as torch-rnn and the
+# TensorFlow tutorial use it; the sha256 is of the uncompressed file.
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINYSHAKESPEARE_CHARS = 1_115_394
-TINYSHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 TINYSHAKESPEARE_NAME = "tinyshakespeare"
+#: The packaged copy, relative to this package (declared as package data in pyproject.toml).
+TINYSHAKESPEARE_RESOURCE = "corpora/tinyshakespeare.txt.gz"
+#: ``Corpus.source`` of the packaged copy (and so a checkpoint's ``corpus_source``).
+TINYSHAKESPEARE_SOURCE = "tiny-shakespeare (packaged with chargen)"
 
-#: Environment variable that overrides the download address of tiny-shakespeare.
-URL_ENV = "CHARGEN_TINYSHAKESPEARE_URL"
-#: Environment variable that overrides the cache directory.
-CACHE_ENV = "CHARGEN_CACHE"
-#: Seconds a connect or a single read may block before the download fails.
-DOWNLOAD_TIMEOUT_S = 30.0
-
-_CHUNK = 64 * 1024
 _BOM = "\ufeff"
 
 
@@ -86,7 +74,7 @@ class Corpus:
             model's metadata as the training corpus name.
     text:   the whole text (BOM stripped, ``\\r\\n`` -> ``\\n``).
     source: where it came from: the file or folder path, or, for the default
-            corpus, the URL it is downloaded from.
+            corpus, ``TINYSHAKESPEARE_SOURCE``.
     """
 
     name: str
@@ -101,179 +89,29 @@ def _one_line(s: object) -> str:
     return " ".join(str(s).split())
 
 
-# ---------------------------------------------------------------- cache + download
+# ---------------------------------------------------------------- the packaged corpus
 
 
-def cache_dir() -> Path:
-    """Where downloaded corpora live: ``$CHARGEN_CACHE`` if set, else
-    ``$XDG_CACHE_HOME/chargen``, else ``~/.cache/chargen``. Not created here."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "chargen"
-    return Path.home() / ".cache" / "chargen"
+def tinyshakespeare_text(gz: str | os.PathLike | None = None) -> str:
+    """The text of tiny-shakespeare from the gzipped copy ``gz`` (default: the one
+    packaged with chargen), after checking its sha256 against ``TINYSHAKESPEARE_SHA256``.
 
-
-_default_cache_dir = cache_dir  # the parameters below shadow the name
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _hint(target: Path) -> str:
-    return (
-        f"Offline? Download it elsewhere and pass --data path/to/input.txt, "
-        f"or put it at {target}"
-    )
-
-
-def _progress_bar(enabled: bool):
-    """A rich progress bar on stderr (bytes, speed, time left); a no-op when
-    ``enabled`` is false or stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not (enabled and console.is_terminal),
-    )
-
-
-def download_tinyshakespeare(
-    cache_dir: str | os.PathLike | None = None,
-    url: str | None = None,
-    sha256: str | None = None,
-    progress: bool = True,
-    *,
-    timeout: float = DOWNLOAD_TIMEOUT_S,
-) -> Path:
-    """Return the path of the verified tiny-shakespeare file, downloading it once.
-
-    The file is ``<cache_dir>/tinyshakespeare.txt`` (``cache_dir`` defaults to
-    ``cache_dir()``). A cached copy whose sha256 matches is returned without
-    touching the network. Otherwise the file is fetched from ``url`` (default:
-    ``$CHARGEN_TINYSHAKESPEARE_URL``, else ``TINYSHAKESPEARE_URL``) into a temp
-    file in the same folder, checked against ``sha256`` (default
-    ``TINYSHAKESPEARE_SHA256``) and the Content-Length, and moved into place
-    with ``os.replace`` (atomic: concurrent runs never see a partial file). A
-    cached copy that fails the check is replaced only by a good download.
-
-    Raises CorpusError (with a hint to use ``--data``) when the download fails
-    for any reason: offline, refused, timed out, HTTP error, connection dropped
-    mid-way, or wrong checksum. No partial or temp file is left behind.
+    Raises CorpusError when the copy is missing, unreadable or not the right text
+    (a damaged install): the message says to reinstall or to pass ``--data``.
     """
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
-    url = url or os.environ.get(URL_ENV) or TINYSHAKESPEARE_URL
-    expected = (sha256 or TINYSHAKESPEARE_SHA256).lower()
-    target = folder / TINYSHAKESPEARE_FILENAME
-
-    stale = ""
-    if target.is_file():
-        try:
-            if _sha256_file(target) == expected:
-                return target
-        except OSError as e:
-            raise CorpusError(f"{target}: cannot read the cached tiny-shakespeare ({e})") from e
-        stale = f" (the cached copy at {target} fails the sha256 check)"
-
+    where = Path(gz) if gz is not None else resources.files(__package__).joinpath(TINYSHAKESPEARE_RESOURCE)
+    remedy = "reinstall chargen, or pass --data path/to/input.txt"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=folder, prefix=f".{TINYSHAKESPEARE_FILENAME}.", suffix=".part"
-        )
-    except OSError as e:
+        raw = gzip.decompress(where.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:
+        raise CorpusError(f"{where}: cannot read the packaged tiny-shakespeare ({e}); {remedy}") from e
+    got = hashlib.sha256(raw).hexdigest()
+    if got != TINYSHAKESPEARE_SHA256:
         raise CorpusError(
-            f"cannot write to the cache folder {folder} ({e}); set ${CACHE_ENV} to a "
-            f"writable folder, or pass --data path/to/input.txt"
-        ) from e
-    tmp = Path(tmp_name)
-
-    def fail(reason: object) -> CorpusError:
-        return CorpusError(
-            f"could not download tiny-shakespeare from {url} ({_one_line(reason)}){stale}. "
-            + _hint(target)
+            f"{where}: the packaged tiny-shakespeare has sha256 {got}, expected "
+            f"{TINYSHAKESPEARE_SHA256}; {remedy}"
         )
-
-    try:
-        h = hashlib.sha256()
-        received = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                request = urllib.request.Request(
-                    url, headers={"User-Agent": "chargen (python urllib)"}
-                )
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.strip().isdigit() else None
-                    with _progress_bar(progress) as bar:
-                        task = bar.add_task("tiny-shakespeare", total=total)
-                        while True:
-                            chunk = resp.read(_CHUNK)
-                            if not chunk:
-                                break
-                            out.write(chunk)
-                            h.update(chunk)
-                            received += len(chunk)
-                            bar.update(task, advance=len(chunk))
-                    # http.client's read(amt) returns b"" when the server closes
-                    # early instead of raising IncompleteRead: check it here.
-                    if total is not None and received != total:
-                        raise fail(
-                            f"connection closed after {received} of {total} bytes"
-                        )
-                out.flush()
-                os.fsync(out.fileno())
-        except CorpusError:
-            raise
-        except http.client.IncompleteRead as e:
-            raise fail(
-                f"connection closed after {received + len(e.partial)} bytes, "
-                f"{e.expected} more expected"
-            ) from e
-        except urllib.error.HTTPError as e:
-            e.close()  # an HTTPError is also the open error response
-            raise fail(f"HTTP {e.code} {e.reason}") from e
-        except urllib.error.URLError as e:
-            raise fail(e.reason) from e
-        except (socket.timeout, TimeoutError) as e:
-            raise fail(f"timed out after {timeout:g} s") from e
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            raise fail(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
-
-        got = h.hexdigest()
-        if got != expected:
-            raise CorpusError(
-                f"the tiny-shakespeare downloaded from {url} has sha256 {got}, expected "
-                f"{expected} ({received} bytes); it was discarded. " + _hint(target)
-            )
-        os.replace(tmp, target)
-        return target
-    finally:
-        try:
-            tmp.unlink()  # gone already after a successful os.replace
-        except OSError:
-            pass
+    return _decode(raw, Path(str(where)))
 
 
 # ---------------------------------------------------------------- local files
@@ -336,25 +174,13 @@ def _load_folder(folder: Path) -> str:
     return text
 
 
-def load_corpus(
-    data: str | os.PathLike | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    url: str | None = None,
-    sha256: str | None = None,
-    progress: bool = True,
-) -> Corpus:
+def load_corpus(data: str | os.PathLike | None = None) -> Corpus:
     """Load the training text: a UTF-8 file, a folder of ``*.txt`` files, or
-    (``data=None``) tiny-shakespeare from the cache, downloading it once.
-
-    ``cache_dir``, ``url``, ``sha256`` and ``progress`` only matter for the
-    default corpus and are passed to ``download_tinyshakespeare``. See the
-    module docstring for the folder order, BOM and newline rules.
+    (``data=None``) the packaged tiny-shakespeare. See the module docstring for
+    the folder order, BOM and newline rules.
     """
     if data is None:
-        path = download_tinyshakespeare(cache_dir, url=url, sha256=sha256, progress=progress)
-        source = url or os.environ.get(URL_ENV) or TINYSHAKESPEARE_URL
-        return Corpus(name=TINYSHAKESPEARE_NAME, text=_read_text(path), source=source)
+        return Corpus(name=TINYSHAKESPEARE_NAME, text=tinyshakespeare_text(), source=TINYSHAKESPEARE_SOURCE)
 
     path = Path(data).expanduser()
     if not path.exists():

@@ -249,7 +249,7 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
 
 
 def _load_corpus_once(ddp: distributed.Dist, data) -> Corpus:
-    """Rank 0 alone downloads; the others read the cache it filled."""
+    """Rank 0 reads the corpus first and shares its error, so every rank stops on the same one."""
     error = None
     if ddp.is_main:
         try:
@@ -259,7 +259,7 @@ def _load_corpus_once(ddp: distributed.Dist, data) -> Corpus:
     error = ddp.broadcast(error)
     if error is not None:
         raise TrainingError(error)
-    return corpus if ddp.is_main else load_corpus(data, progress=False)
+    return corpus if ddp.is_main else load_corpus(data)
 
 
 def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console) -> RunResult:

@@ -5,29 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from chargen.runtime.contract import Vocab
 from chargen.train import checkpoint as ckpt
 from chargen.train.config import TrainConfig
+from chargen.train.data import tinyshakespeare_text
 from chargen.train.model import CharGRU, ModelConfig
 
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
 TEXT_CHARS = 20_000
 
 
 def small_text() -> str:
-    """The first 20k chars of tiny-shakespeare if present, else a generated English-like text."""
-    if SHAKESPEARE.is_file():
-        return SHAKESPEARE.read_text(encoding="utf-8")[:TEXT_CHARS]
-    rng = np.random.default_rng(0)
-    words = "the king and queen of rome said to his lord that all is well , but who will come ? no !".split()
-    lines = []
-    while sum(map(len, lines)) < TEXT_CHARS:
-        lines.append(" ".join(rng.choice(words, size=rng.integers(4, 12))).capitalize() + ".\n")
-    return "".join(lines)[:TEXT_CHARS]
+    """The first 20k chars of tiny-shakespeare (the packaged copy: every install has it)."""
+    return tinyshakespeare_text()[:TEXT_CHARS]
 
 
 def make_checkpoint(text: str, *, embedding_dim=16, hidden_size=32, layers=1, steps=40, seed=0, corpus="tiny") -> dict:

@@ -2,17 +2,13 @@ from pathlib import Path
 
 import pytest
 
-SHARED_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
+from chargen.train.data import tinyshakespeare_text
+
 
 @pytest.fixture(scope="session")
 def small_text() -> str:
-    if SHARED_CORPUS.exists():
-        return SHARED_CORPUS.read_text(encoding="utf-8")[:40_000]
-    # A stand-in with the shape of a play, for machines without the shared corpus.
-    lines = []
-    for i in range(1500):
-        lines.append(f"SPEAKER {i % 7}:\nWhat light through yonder window {i % 13} breaks, and why?\n")
-    return "\n".join(lines)[:40_000]
+    """The first 40k chars of tiny-shakespeare (the packaged copy: every install has it)."""
+    return tinyshakespeare_text()[:40_000]
 
 
 @pytest.fixture
