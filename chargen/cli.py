@@ -44,7 +44,7 @@ def fail(message: str) -> None:
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file, or folder of .txt files. Default: tiny-shakespeare (downloaded once).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file, or folder of .txt files. Default: tiny-shakespeare (shipped with chargen).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints, metrics.jsonl and loss.png. Default: runs/<corpus name>.")] = None,
     preset: Annotated[str, typer.Option(help="Starting recipe: 'tutorial' (the TF tutorial's model, exactly) or 'best' (the README's quality recipe). Options below override it.")] = "tutorial",
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. [tutorial: 10]")] = None,
@@ -222,17 +222,21 @@ _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the ch
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 
 
-def _quiet_broken_pipe() -> None:
-    """The reader went away (`gen sample | head`): point stdout at /dev/null so the exit flush
-    cannot fail again, and end quietly with status 0."""
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so the flush at exit cannot fail again."""
     import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         os.close(devnull)
-    except (OSError, ValueError):
+    except OSError:
         pass
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`gen sample | head`): end quietly with status 0."""
+    _stdout_to_devnull()
     raise typer.Exit(0)
 
 
@@ -426,8 +430,57 @@ def serve(
 
     run(m, config, sock=sock, on_ready=ready)
 
+class _StdoutError(Exception):
+    """stdout cannot take the output (a full disk, an I/O error); not an OSError, so no
+    handler meant for the command's own files catches it on the way to main()."""
+
+
+class _CheckedStdout:
+    """sys.stdout while a command runs: a failed write or flush raises _StdoutError.
+    A reader that went away (BrokenPipeError) passes through, for the commands' own handling."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise _StdoutError(e.strerror or str(e)) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise _StdoutError(e.strerror or str(e)) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
-    app()
+    """Run a command. Where its output cannot go, every command ends the same way, with one
+    line: a closed stdout before it starts, a failed write (a full disk) when it happens."""
+    if sys.stdout is None:  # started with `>&-`
+        typer.echo("error: stdout is closed; redirect it (> FILE, or > /dev/null to discard the output)", err=True)
+        sys.exit(1)
+    stdout = sys.stdout
+    sys.stdout = _CheckedStdout(stdout)
+    try:
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # the last of the output fails here, not unreported at exit
+    except _StdoutError as e:
+        _stdout_to_devnull()
+        typer.echo(f"error: cannot write to stdout: {e}", err=True)
+        sys.exit(1)
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -235,7 +235,15 @@ def run_training(data=None, out=None, preset="tutorial", overrides=None, resume=
         device = torch.device("cuda", ddp.local_rank)
     console = console or Console(stderr=False, highlight=False, quiet=not ddp.is_main)
     try:
-        result = _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console)
+        corpus = _load_corpus_once(ddp, data)
+        out = Path(out) if out is not None else Path("runs") / corpus.name
+        new_folder = not out.exists()
+        try:
+            result = _train(ddp, device, config, corpus, out, preset, overrides, resume, stop_after, console)
+        except BaseException:
+            if new_folder and ddp.is_main:
+                _remove_unused_run_folder(out)
+            raise
         # every rank done with its collectives before any tears the group down (without this,
         # gloo aborted a rank at exit about one run in six: "terminate called without an active exception")
         ddp.barrier()
@@ -262,16 +270,29 @@ def _load_corpus_once(ddp: distributed.Dist, data) -> Corpus:
     return corpus if ddp.is_main else load_corpus(data)
 
 
-def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after, console) -> RunResult:
-    corpus = _load_corpus_once(ddp, data)
-    out = Path(out) if out is not None else Path("runs") / corpus.name
+def _remove_unused_run_folder(out: Path) -> None:
+    """After a run that failed before its first checkpoint: remove the --out folder it
+    created, with the files it wrote there. A folder holding anything else stays."""
+    if (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
+        return
+    for name in ("metrics.jsonl", "loss.png"):
+        with contextlib.suppress(OSError):
+            (out / name).unlink()
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
+def _train(ddp, device, config, corpus, out, preset, overrides, resume, stop_after, console) -> RunResult:
     vocab = Vocab.from_text(corpus.text)
 
     # resume: the checkpoint's recipe, vocabulary and model size
     checkpoint = None
     if resume:
+        # best.pt alone: a kill between the two writes of the first evaluation (best.pt is
+        # written first, and holds the same state as the last.pt that was to follow)
+        start = out / ckpt.BEST if not (out / ckpt.LAST).exists() and (out / ckpt.BEST).exists() else out / ckpt.LAST
         try:
-            checkpoint = ckpt.load(out / ckpt.LAST)
+            checkpoint = ckpt.load(start)
         except ckpt.CheckpointError as e:
             raise TrainingError(f"--resume: {e}; start without --resume to begin a new run") from None
         saved = TrainConfig.from_dict(checkpoint["train_config"])
@@ -289,16 +310,17 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                 f"--resume: the checkpoint in {out} was trained on another vocabulary "
                 f"({len(checkpoint['vocab'])} symbols, this corpus has {len(vocab)}); use the same --data or a new --out"
             )
-    elif (out / ckpt.LAST).exists():
+    elif (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
         raise TrainingError(f"{out} already holds a run; continue it with --resume, or choose another --out")
-    if ddp.is_main:
-        prepare_out(out)
     if config.batch_size % ddp.world:
         raise TrainingError(f"--batch-size {config.batch_size} is the global batch; it must divide evenly "
                             f"among the {ddp.world} processes")
     local_batch = config.batch_size // ddp.world
 
-    train_text, val_text = split(corpus.text, config.val_fraction)
+    try:
+        train_text, val_text = split(corpus.text, config.val_fraction)
+    except CorpusError as e:
+        raise TrainingError(f"{corpus.source}: {e}") from None
     if len(train_text) < config.seq_len + 1:
         raise TrainingError(
             f"corpus {corpus.source} is too short: its training part has {len(train_text):,} characters, "
@@ -314,6 +336,8 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
         )
     if len(val_ids) < 2:
         raise TrainingError(f"the validation part of {corpus.source} is under 2 characters; raise --val-fraction")
+    if ddp.is_main:
+        prepare_out(out)  # after every check of the input, so a refused run leaves no folder
     total_steps = config.epochs * batches.steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -490,7 +514,8 @@ def _train(ddp, device, config, data, out, preset, overrides, resume, stop_after
                 console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
                 result.evals.append(record)
 
-                # checkpoint
+                # checkpoint: best.pt before last.pt, so a kill between the two still leaves --resume
+                # a start (last.pt, or at the first evaluation best.pt)
                 carried = all_carry()
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss

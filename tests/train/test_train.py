@@ -205,3 +205,45 @@ def test_resume_refuses_another_vocabulary_or_model_size(tmp_path, corpus_file):
     data = (out / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(data[: len(data) // 2])
     assert "corrupt" in error_of(gen("train", "--data", corpus_file, "--out", out, "--resume"))
+
+
+def test_a_kill_between_the_first_best_and_last_checkpoint_still_resumes(tmp_path, corpus_file):
+    """best.pt is written before last.pt: a kill between the two at the first evaluation leaves
+    best.pt alone, which --resume starts from and a fresh run does not overwrite."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert gen("train", "--data", corpus_file, "--out", straight, *TINY, "--max-steps", "8",
+               "--eval-interval", "4").returncode == 0
+    r = gen("train", "--data", corpus_file, "--out", killed, *TINY, "--max-steps", "8", "--eval-interval", "4",
+            "--stop-after", "4")
+    assert r.returncode == 0, r.stderr
+    (killed / "last.pt").unlink()  # the state a kill leaves between the two writes of step 4
+    assert ckpt.load(killed / "best.pt")["step"] == 4
+    assert "--resume" in error_of(gen("train", "--data", corpus_file, "--out", killed, *TINY))
+    r = gen("train", "--data", corpus_file, "--out", killed, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming at step 4" in r.stdout
+    a, b = weights(straight / "last.pt"), weights(killed / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_failed_run_leaves_no_out_folder(tmp_path, corpus_file):
+    one = tmp_path / "one.txt"
+    one.write_text("x")
+    out = tmp_path / "refused"
+    assert "1-character corpus" in error_of(gen("train", "--data", one, "--out", out))
+    assert not out.exists()
+    # a run that fails once it has started (here: its output cannot be written) removes the folder it made
+    if os.path.exists("/dev/full"):
+        out = tmp_path / "failed"
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "chargen", "train", "--data", str(corpus_file), "--out", str(out),
+                                *TINY, "--max-steps", "2"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+        assert "No space left on device" in error_of(r)
+        assert not out.exists()
+    # a folder that was there before is left as it was
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert "1-character corpus" in error_of(gen("train", "--data", one, "--out", out))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
