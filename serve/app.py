@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -425,10 +426,14 @@ class _CORSMiddleware(CORSMiddleware):
     def preflight_response(self, request_headers):
         requested = request_headers.get("access-control-request-headers")
         if requested and self._prefixes:
-            extra = {h.strip().lower() for h in requested.split(",")} - set(self.allow_headers)
-            allowed = {h for h in extra if h.startswith(self._prefixes)}
-            if allowed:
-                self.allow_headers = sorted(set(self.allow_headers) | allowed)  # learnt once, then plain
+            names = [h.strip().lower() for h in requested.split(",") if h.strip()]
+            if all(h in self.allow_headers or h.startswith(self._prefixes) for h in names):
+                raw = [(k, v) for k, v in request_headers.raw if k.lower() != b"access-control-request-headers"]
+                response = super().preflight_response(Headers(raw=raw))
+                if response.status_code == 200:
+                    extra = [h for h in names if h not in self.allow_headers]
+                    response.headers["access-control-allow-headers"] = ", ".join([*self.allow_headers, *extra])
+                return response
         return super().preflight_response(request_headers)
 
 
