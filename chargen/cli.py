@@ -430,6 +430,7 @@ def serve(
 
     run(m, config, sock=sock, on_ready=ready)
 
+
 class _StdoutError(Exception):
     """stdout cannot take the output (a full disk, an I/O error); not an OSError, so no
     handler meant for the command's own files catches it on the way to main()."""
