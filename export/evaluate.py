@@ -93,6 +93,14 @@ class OnnxModel:
             if not path.is_file():
                 raise EvalError(f"no model at {path}" + ("" if not path.is_dir() else " (it is a folder)"))
             source = str(path)
+            from chargen.runtime.onnx_file import OnnxFileError, read_metadata
+
+            try:  # a file that is not a chargen model is refused before onnxruntime logs about it
+                if contract.META_FORMAT not in read_metadata(path):
+                    raise EvalError(f"{self.name} is an ONNX model but not a chargen model "
+                                    f"(no {contract.META_FORMAT} metadata)")
+            except OnnxFileError:
+                pass  # not readable as ONNX here: onnxruntime says what is wrong with it
         try:
             self.session = ort.InferenceSession(
                 source, session_options(threads or 1), providers=["CPUExecutionProvider"]

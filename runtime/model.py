@@ -149,6 +149,7 @@ class Model:
         ValueError (a bad argument)."""
         from chargen.runtime.contract import ENGINES
         from chargen.runtime.engine import AUTO_MAX_BATCH, EngineError, choose, planned
+        from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -162,6 +163,10 @@ class Model:
         if not path.is_file():
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
+        try:  # a file that is not a chargen model is refused before onnxruntime logs about it
+            check_format(path, read_metadata(path))
+        except OnnxFileError:
+            pass  # not readable as ONNX here: onnxruntime says what is wrong with it
 
         def open_model(so, device):
             session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
@@ -189,20 +194,7 @@ class Model:
     @classmethod
     def _from_session(cls, session, *, path, device, cuda_graph, ort) -> "Model":
         meta = dict(session.get_modelmeta().custom_metadata_map)
-        fmt = meta.get(contract.META_FORMAT)
-        if fmt is None:
-            raise ModelError(f"{path} is an ONNX model but not a chargen model (no {contract.META_FORMAT} metadata)")
-        try:
-            version = int(fmt)
-        except ValueError:
-            raise ModelError(f"{path}: unreadable chargen format version {fmt!r}") from None
-        if version != contract.FORMAT_VERSION:
-            newer = "a newer" if version > contract.FORMAT_VERSION else "an older"
-            raise ModelError(
-                f"{path} is chargen model format version {version}, and this chargen reads version "
-                f"{contract.FORMAT_VERSION} only: it was written by {newer} chargen"
-                + ("; upgrade chargen" if version > contract.FORMAT_VERSION else "; re-export it")
-            )
+        check_format(path, meta)
         try:
             vocab = Vocab.from_json(meta[contract.META_VOCAB])
         except KeyError:
@@ -277,6 +269,26 @@ class Model:
             self._run_inner(binding._iobinding, run_options)
         else:  # pragma: no cover - older/newer onnxruntime without the inner session
             self.session.run_with_iobinding(binding, run_options)
+
+
+def check_format(path, metadata) -> int:
+    """The chargen format version of a model with this metadata; ModelError where it has none
+    or one this chargen does not read."""
+    fmt = metadata.get(contract.META_FORMAT)
+    if fmt is None:
+        raise ModelError(f"{path} is an ONNX model but not a chargen model (no {contract.META_FORMAT} metadata)")
+    try:
+        version = int(fmt)
+    except ValueError:
+        raise ModelError(f"{path}: unreadable chargen format version {fmt!r}") from None
+    if version != contract.FORMAT_VERSION:
+        newer = "a newer" if version > contract.FORMAT_VERSION else "an older"
+        raise ModelError(
+            f"{path} is chargen model format version {version}, and this chargen reads version "
+            f"{contract.FORMAT_VERSION} only: it was written by {newer} chargen"
+            + ("; upgrade chargen" if version > contract.FORMAT_VERSION else "; re-export it")
+        )
+    return version
 
 
 def physical_cores() -> int:
