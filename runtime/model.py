@@ -163,6 +163,8 @@ class Model:
         if not path.is_file():
             raise ModelError(f"not a file: {path}")
         ort = import_onnxruntime(device)
+        if path.stat().st_size == 0:
+            raise ModelError(f"{path} is not an ONNX model (an empty file)")
         try:  # a file that is not a chargen model is refused before onnxruntime logs about it
             check_format(path, read_metadata(path))
         except OnnxFileError:
