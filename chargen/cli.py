@@ -205,13 +205,13 @@ def _warnings_as_lines():
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "auto"):
+def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "auto", **options):
     """Model.load with every expected failure as a one-line error (EngineError is a ValueError)."""
     from chargen.runtime.model import DeviceError, Model, ModelError
 
     try:
         with _warnings_as_lines():
-            return Model.load(path, device=device, threads=threads, engine=engine)
+            return Model.load(path, device=device, threads=threads, engine=engine, **options)
     except (ModelError, DeviceError, ImportError, ValueError) as e:
         fail(str(e))
 
@@ -410,7 +410,7 @@ def serve(
     if engine not in ENGINES:
         fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {engine!r}")
     try:
-        from chargen.serve.server import ListenError, ServeConfig, bind, run
+        from chargen.serve.server import SESSION_CONFIG, ListenError, ServeConfig, bind, run
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] not in ("fastapi", "starlette", "uvicorn", "prometheus_client", "anyio"):
             raise
@@ -419,7 +419,7 @@ def serve(
         sock = bind(host, port)  # before loading: a taken port fails at once
     except ListenError as e:
         fail(str(e))
-    m = _load_model(model, device, threads, engine)
+    m = _load_model(model, device, threads, engine, session_config=SESSION_CONFIG)
     config = ServeConfig(max_batch=max_batch, max_queue=max_queue, max_chars=max_chars, api_key=api_key or None,
                          cors_origins=tuple(cors_origin or ()), grace=grace)
 

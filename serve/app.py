@@ -119,7 +119,7 @@ class _Choice:
     """One choice: its text as it arrives, the held-back tail, logprobs, finish reason."""
 
     __slots__ = ("index", "comp", "stops", "lp_n", "prefix", "text", "sent", "held", "held_lp", "lp",
-                 "lp_sent", "finish", "finish_sent", "generated", "first_at")
+                 "lp_sent", "finish", "finish_sent", "generated", "job")
 
     def __init__(self, index: int, comp: "_Completion", prefix: str):
         self.index = index
@@ -136,16 +136,20 @@ class _Choice:
         self.finish: str | None = None
         self.finish_sent = False
         self.generated = 0  # characters generated (a stop string included)
-        self.first_at = None
+        self.job: Job | None = None
+
+    def pull(self) -> bool:
+        """Take the events the stepping thread gathered for this choice; True if there were any."""
+        events = self.job.take()
+        if events:
+            self.feed(events)
+        return bool(events)
 
     def feed(self, events) -> None:
         comp = self.comp
         for ev in events:
             if ev.text:
                 self.generated += 1
-                if self.first_at is None:
-                    self.first_at = time.perf_counter()
-                    comp.state.metrics.ttfc_seconds.observe(self.first_at - comp.t0)
                 self.held += ev.text
                 if self.lp_n is not None:
                     self.held_lp.append((ev.text, ev.logprob, ev.top_logprobs))
@@ -167,7 +171,6 @@ class _Choice:
                 self.held = held[len(held) - k:]
                 if self.lp_n is not None:
                     self.held_lp = self.held_lp[len(held) - k:]
-        comp.wake.set()
 
     def _release(self, text: str) -> None:
         if not text:
@@ -224,13 +227,31 @@ class _Completion:
                 options = GenerationOptions(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                                             seed=seed, max_length=req.max_tokens, stop=req.stop)
                 lp = 0 if req.logprobs is None else max(req.logprobs, 1)
+                # a stream is woken at its first character, a whole response when its jobs finish
+                choice.job = Job(fed, options, unknown="error", logprobs=lp, ready=self.wake.set, fail=choice.fail,
+                                 notify=req.stream)
                 self.choices.append(choice)
-                self.jobs.append(Job(fed, options, unknown="error", logprobs=lp, sink=choice.feed, fail=choice.fail))
+                self.jobs.append(choice.job)
         self.remaining = len(self.choices)
 
     @property
     def done(self) -> bool:
         return self.remaining == 0
+
+    def pull(self) -> bool:
+        """Take what the stepping thread gathered for every choice; True if anything came."""
+        got = False
+        for c in self.choices:
+            if c.finish is None and c.pull():
+                got = True
+        return got
+
+    def ask_to_be_woken(self) -> bool:
+        """Set notify on the unfinished jobs; False if events came meanwhile (no need to wait)."""
+        for c in self.choices:
+            if c.finish is None:
+                c.job.notify = True
+        return not any(c.job.pending for c in self.choices if c.finish is None)
 
     def choice_done(self) -> None:
         self.remaining -= 1
@@ -300,7 +321,10 @@ class _CompletionResponse(Response):
 
     async def _whole(self, send) -> str:
         comp = self.comp
-        while not comp.done and not comp.closed and comp.error is None:
+        while True:
+            comp.pull()
+            if comp.done or comp.closed or comp.error is not None:
+                break
             await comp.wake.wait()
             comp.wake.clear()
         if comp.closed:
@@ -315,7 +339,6 @@ class _CompletionResponse(Response):
     async def _stream(self, send) -> str:
         comp = self.comp
         cfg = comp.state.config
-        loop = asyncio.get_running_loop()
         head = (f'data: {{"id":"{comp.id}","object":"text_completion","created":{comp.created},'
                 f'"model":{comp.state.model_id_json},"choices":[').encode()
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -330,27 +353,10 @@ class _CompletionResponse(Response):
                      + b"]}\n\n" for c in comp.choices]
             await send(body(b"".join(parts)))
         started = False  # some text went out: no more keep-alives
-        last = 0.0
         while True:
-            if not started:
-                try:
-                    await asyncio.wait_for(comp.wake.wait(), cfg.keepalive)
-                except asyncio.TimeoutError:
-                    if comp.closed:
-                        return "499"
-                    await send(body(b": keep-alive\n\n"))
-                    continue
-            else:
-                await comp.wake.wait()
-            comp.wake.clear()
+            got = comp.pull()
             if comp.closed:
                 return "499"
-            wait = last + cfg.flush_interval - loop.time()
-            if wait > 0 and not comp.done and comp.error is None:
-                await asyncio.sleep(wait)
-                comp.wake.clear()
-                if comp.closed:
-                    return "499"
             parts = []
             for c in comp.choices:
                 n_text = len(c.text)
@@ -382,7 +388,23 @@ class _CompletionResponse(Response):
             if parts:
                 started = True
                 await send(body(b"".join(parts)))
-                last = loop.time()
+            if got:
+                # characters are coming: take the next ones after a flush interval (own timer,
+                # no wake-up per step)
+                await asyncio.sleep(cfg.flush_interval)
+                continue
+            # nothing came since the last look: be woken by the next event
+            comp.wake.clear()
+            if not comp.ask_to_be_woken():
+                continue
+            if started:
+                await comp.wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(comp.wake.wait(), cfg.keepalive)
+                except asyncio.TimeoutError:
+                    if not comp.closed:
+                        await send(body(b": keep-alive\n\n"))
 
 
 async def _send_json(send, status: int, obj, headers: dict | None = None) -> None:

@@ -3,10 +3,18 @@
     requests (asyncio loop)                     stepping thread (owns the Batch)
     ------------------------                    --------------------------------
     scheduler.submit(jobs)  -> admission queue  -> admitted into free slots between steps
-                                                   batch.step(): every slot advances one character
-    job.sink(events)        <- ONE loop.call_soon_threadsafe per step, with all of its events
+                                                   batch.step(): every slot advances one character;
+    job.take()              <- job.pending         each event is appended to its job's pending list
+    job.ready()             <- at most ONE loop.call_soon_threadsafe per step, for the jobs that
+                               finished or asked to be woken (job.notify)
     scheduler.cancel(jobs)  -> a queued job leaves the queue at once; a running one's slot is
                                released before the next step (so within one step)
+
+The loop does no work per step and character: a stream wakes on its own flush timer and
+takes what its jobs gathered (job.take()); it sets job.notify only where it would otherwise
+wait for nothing (before the first character; when a timer found nothing new). A request
+that waits for its whole text sleeps until its jobs finish. The event loop and the step share
+the GIL, so less Python per step on the loop is more steps per second.
 
 A Job is one choice of one request: one slot. The queue is bounded: submit() raises
 QueueFull where the jobs would not fit (running + waiting <= max_batch + max_queue), and
@@ -36,24 +44,38 @@ class Draining(Exception):
 class Job:
     """One choice of a request: a prompt, its options, and where its events go.
 
-    sink(events) runs on the event loop with the step's SlotEvents for this job (in order);
-    fail(message) runs there if the job could not be admitted (a bug: requests are checked
-    before they are submitted). Both are called on the loop thread only."""
+    The stepping thread appends the job's SlotEvents to job.pending (in order) and calls
+    ready() on the loop when the job finished, or when job.notify was set; fail(message)
+    runs on the loop if the job could not be admitted (a bug: requests are checked before
+    they are submitted) or the step failed."""
 
-    __slots__ = ("prompt", "options", "unknown", "logprobs", "sink", "fail", "slot", "state", "submitted", "started")
+    __slots__ = ("prompt", "options", "unknown", "logprobs", "ready", "fail", "slot", "state", "submitted",
+                 "pending", "notify", "first")
 
     def __init__(self, prompt: str, options, *, unknown: str = "error", logprobs: int = 0,
-                 sink: Callable[[list], None], fail: Callable[[str], None]):
+                 ready: Callable[[], None], fail: Callable[[str], None], notify: bool = True):
         self.prompt = prompt
         self.options = options
         self.unknown = unknown
         self.logprobs = logprobs
-        self.sink = sink
+        self.ready = ready
         self.fail = fail
         self.slot: int | None = None
         self.state = "new"  # new -> queued -> running -> done | cancelled
         self.submitted = 0.0
-        self.started = 0.0  # when admitted into a slot (perf_counter)
+        self.pending: list = []  # SlotEvents not taken yet (appended by the thread only)
+        self.notify = notify  # wake the loop at the next event
+        self.first = 0.0  # when the first character came (perf_counter)
+
+    def take(self) -> list:
+        """The events gathered since the last take() (safe beside the thread's appends)."""
+        p = self.pending
+        n = len(p)
+        if not n:
+            return []
+        events = p[:n]
+        del p[:n]
+        return events
 
 
 class Scheduler:
@@ -199,7 +221,6 @@ class Scheduler:
                     free -= 1
                 self._inflight -= done
             failed = []
-            now = perf()
             for job in admit:
                 try:
                     job.slot = batch.admit(job.prompt, job.options, unknown=job.unknown, logprobs=job.logprobs)
@@ -207,7 +228,6 @@ class Scheduler:
                     log.error("admitting a request failed: %s: %s", type(e).__name__, e)
                     failed.append((job, f"{type(e).__name__}: {e}"))
                     continue
-                job.started = now
                 slots[job.slot] = job
             if failed:
                 with cond:
@@ -222,51 +242,55 @@ class Scheduler:
 
             t0 = perf()
             events = batch.step()
-            dt = perf() - t0
+            t1 = perf()
 
-            deliveries: dict[int, tuple[Job, list]] = {}
+            wake: list[Job] = []
             finished = 0
             chars = 0
             for ev in events:
                 job = slots.get(ev.slot)
                 if job is None:
                     continue
+                job.pending.append(ev)
                 if ev.text:
                     chars += 1
-                entry = deliveries.get(ev.slot)
-                if entry is None:
-                    deliveries[ev.slot] = (job, [ev])
-                else:
-                    entry[1].append(ev)
+                    if not job.first:
+                        job.first = t1
+                        if metrics:
+                            metrics.ttfc_seconds.observe(t1 - job.submitted)
                 if ev.finish is not None:
                     del slots[ev.slot]
                     finished += 1
+                    wake.append(job)
+                elif job.notify:
+                    job.notify = False
+                    wake.append(job)
             if finished:
                 with cond:
-                    for job, evs in deliveries.values():
-                        if evs[-1].finish is not None and job.state == "running":
+                    for job in wake:
+                        if job.state == "running" and job.slot not in slots:
                             job.state = "done"
                     self._inflight -= finished
             self._running = len(slots)
-            if deliveries:
-                self._call(_deliver, list(deliveries.values()))
+            if wake:
+                self._call(_wake, wake)
             if metrics:
-                metrics.step_seconds.observe(dt)
+                metrics.step_seconds.observe(t1 - t0)
                 if chars:
                     metrics.characters.inc(chars)
                 metrics.active_slots.set(len(slots))
                 metrics.queue_depth.set(len(self._queue))
 
 
-def _deliver(deliveries) -> None:
-    """On the loop: every job's events of one step."""
-    for job, events in deliveries:
+def _wake(jobs) -> None:
+    """On the loop: the jobs that finished or asked to be woken."""
+    for job in jobs:
         if job.state == "cancelled":
             continue
         try:
-            job.sink(events)
+            job.ready()
         except Exception:
-            log.exception("delivering a step's characters failed")
+            log.exception("waking a request failed")
 
 
 def _fail_all(failed) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 
 import uvicorn
@@ -59,12 +58,21 @@ class _Server(uvicorn.Server):
         self._on_ready = on_ready
         self._draining = False
         self._loop = None
+        self.ready_error: BaseException | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     async def startup(self, sockets=None):
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit and self._on_ready is not None:
-            self._on_ready()
+            try:
+                self._on_ready()
+            except BaseException as e:  # e.g. stdout is full: stop, and raise it after the shutdown
+                self.ready_error = e
+                self.should_exit = True
 
     def handle_exit(self, sig, frame):
         if self._draining or self._loop is None:
@@ -81,6 +89,11 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
+# onnxruntime's intra-op threads must not spin between steps: the step shares the cores with the
+# event loop and the connections, and spinning threads took twice the CPU per step under load
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def run(model, config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000,
         sock: socket.socket | None = None, on_ready=None, log_level: str = "warning") -> None:
     """Serve `model` until SIGTERM/SIGINT. on_ready(url) runs once it accepts requests."""
@@ -89,18 +102,10 @@ def run(model, config: ServeConfig | None = None, *, host: str = "127.0.0.1", po
     if sock is None:
         sock = bind(host, port)
     url = url_of(sock)
-    try:
-        import uvloop  # noqa: F401
+    import importlib.util
 
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
-    try:
-        import httptools  # noqa: F401
-
-        http = "httptools"
-    except ImportError:
-        http = "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uconfig = uvicorn.Config(app, loop=loop, http=http, log_level=log_level, access_log=False,
                              lifespan="on", timeout_graceful_shutdown=3, timeout_keep_alive=5,
                              server_header=False)
@@ -110,3 +115,5 @@ def run(model, config: ServeConfig | None = None, *, host: str = "127.0.0.1", po
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if server.ready_error is not None:
+        raise server.ready_error

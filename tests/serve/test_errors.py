@@ -5,8 +5,6 @@ the API key (401), CORS preflights; no traceback in the server's log."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import httpx
 import pytest

@@ -53,7 +53,7 @@ def steps_and_chars(server) -> tuple[float, float]:
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_64_concurrent_streams_each_equal_to_its_request_alone(which, request):
     server = request.getfixturevalue("server" if which == "fp32" else "int8_server")
-    bodies = [{"prompt": p, "max_tokens": 120 + 7 * i, "seed": 1000 + i, "temperature": 0.9,
+    bodies = [{"prompt": p, "max_tokens": 60 + 3 * i, "seed": 1000 + i, "temperature": 0.9,
                "top_k": 0 if i % 3 else 30} for i, p in enumerate(prompts(CLIENTS))]
     alone = [complete(server.url, b)["choices"][0]["text"] for b in bodies]  # one at a time
     steps0, chars0 = steps_and_chars(server)
