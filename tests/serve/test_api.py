@@ -39,6 +39,19 @@ def test_openai_client_stream(server):
     assert len(chunks) < 300
 
 
+def test_a_seeded_request_is_gen_sample_with_that_seed(server, model_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "chargen.cli", "sample", "--model", str(model_path), "--start", "ROMEO: ",
+                          "--length", "80", "--seed", "5", "--temperature", "0.8", "--top-k", "20", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    r = complete(server.url, {"prompt": "ROMEO: ", "max_tokens": 80, "seed": 5, "temperature": 0.8, "top_k": 20})
+    text = "ROMEO: " + r["choices"][0]["text"]
+    assert out.stdout in (text, text + "\n")  # gen sample ends its output with a newline
+
+
 def test_models_health_metrics_page(server):
     models = client(server).models.list()
     (m,) = models.data

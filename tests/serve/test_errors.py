@@ -158,6 +158,9 @@ def test_queue_full_is_429_with_retry_after(tmp_path_factory, model_path):
             assert r.status_code == 200
             streams.append((c, r))
             assert s.wait_metric(*expect) == expect[1]
+        # the queued stream hears keep-alive comments while it waits
+        lines = streams[1][1].iter_lines()
+        assert next(lines) == ": keep-alive"
         err = error(post(s, {"prompt": "A", "max_tokens": 5}), 429, None, "busy")
         assert err["code"] == "queue_full"
         r = post(s, {"prompt": "A", "max_tokens": 5})
