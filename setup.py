@@ -24,15 +24,15 @@ gru = Extension(
     extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math"],
 )
 
-# The int8 step (chargen.runtime.engine): its products run on OpenMP threads where the
-# compiler has OpenMP (GCC, and clang with libomp); elsewhere on one thread.
-openmp = [] if sys.platform in ("darwin", "win32") else ["-fopenmp"]
+# The int8 step (chargen.runtime.engine): its loops run on csrc/pool.c's POSIX threads; on
+# Windows on one thread.
+pthread = [] if sys.platform == "win32" else ["-pthread"]
 int8 = Extension(
     "chargen.runtime._int8",
-    sources=["runtime/_int8.pyx", "csrc/int8_step.c", "csrc/gru_train.c"],
+    sources=["runtime/_int8.pyx", "csrc/int8_step.c", "csrc/pool.c", "csrc/gru_train.c"],
     include_dirs=["csrc", numpy.get_include()],
-    extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", *openmp],
-    extra_link_args=openmp,
+    extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", *pthread],
+    extra_link_args=pthread,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 

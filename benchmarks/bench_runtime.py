@@ -3,6 +3,8 @@
     python benchmarks/bench_runtime.py                  # tutorial size: E=256, H=1024, V=65
     python benchmarks/bench_runtime.py --sweep          # + onnxruntime session options
     python benchmarks/bench_runtime.py --json out.json  # + the figures as JSON
+    python benchmarks/bench_runtime.py --contention 3   # only chargen's int8 step: default threads
+                                                        # against 1, quiet and beside 3 busy processes
 
 Measured (chars/s; per step: one graph run + one draw for every stream):
   runtime       chargen.runtime: IOBinding, ping-pong hidden state, C sampler (fp32, int8, int8-nbits),
@@ -30,6 +32,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -257,6 +261,52 @@ def cold_start(path):
     return measure_cold_start(path, "cpu")
 
 
+def busy_processes(n: int, seconds: float) -> list:
+    """n processes that each keep a CPU busy (pure Python loops), for at most `seconds`: they
+    stop by themselves should this one die before it stops them."""
+    code = f"import time\nend = time.monotonic() + {seconds:.0f}\nwhile time.monotonic() < end:\n    pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+
+
+def contention(path, batches, busy: int, seconds: float) -> list[dict]:
+    """chargen's int8 step with its default threads (as `gen sample` runs it) against one thread,
+    in turns, quiet and then beside `busy` processes that keep a CPU busy each (other work on the
+    machine: a web server, the app that embeds the runtime). Median slices: under contention the
+    best slice is the one the scheduler happened to leave alone."""
+    from chargen.runtime import GenerationOptions, Generator, Model
+
+    rows = []
+    for B in batches:
+        gens = {}
+        for threads in (None, 1):
+            model = Model.load(path, device="cpu", threads=threads, engine="chargen")
+            g = Generator(model, GenerationOptions(seed=0), batch_size=B)
+            g.feed("ROMEO: ")
+            gens[model.int8_step.threads if threads is None else 1] = g
+        for n in (0, busy):
+            procs = busy_processes(n, 4 * seconds + 30)
+            try:
+                time.sleep(0.3 if n else 0)
+                contenders = {k: Timed(g.step) for k, g in gens.items()}
+                interleaved(contenders, seconds, slice_s=0.05)
+            finally:
+                for proc in procs:
+                    proc.kill()
+                    proc.wait()
+            default, one = (contenders[k] for k in gens)
+            row = {"batch": B, "busy_processes": n, "default_threads": next(iter(gens)),
+                   "default_median_us": default.median * 1e6, "default_best_us": default.best * 1e6,
+                   "one_thread_median_us": one.median * 1e6, "one_thread_best_us": one.best * 1e6}
+            rows.append(row)
+            where = f"beside {n} busy processes" if n else "quiet"
+            print(f"chargen int8 B={B:<3} {where:<26} default threads ({row['default_threads']}): "
+                  f"{B / default.median:>9,.0f} chars/s ({row['default_median_us']:7.1f} us/step median, "
+                  f"best {row['default_best_us']:7.1f});  --threads 1: {B / one.median:>9,.0f} chars/s "
+                  f"({row['one_thread_median_us']:7.1f}, best {row['one_thread_best_us']:7.1f});  "
+                  f"default / 1: {one.median / default.median:.2f}x", flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,6 +318,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sweep", action="store_true", help="also measure intra-op threads x spinning")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch eager loop")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--contention", type=int, metavar="N",
+                    help="only chargen's int8 step: default threads against --threads 1, quiet and beside N busy processes")
     args = ap.parse_args(argv)
     batches = args.batch or [1, 64]
     results: dict = {
@@ -296,6 +348,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="chargen-bench-") as tmp:
         paths, weights, config, vocab = build_models(Path(tmp), args.embedding_dim, args.hidden_size, args.layers)
         L, H, V = args.layers, args.hidden_size, len(vocab)
+        if args.contention is not None:
+            results["contention"] = contention(paths["int8"], args.batch or [1, 4], args.contention, args.seconds)
+            batches = []
         for B in batches:
             gens = {runtime_name(p): runtime_generator(paths[p], B) for p in PRECISIONS}
             gens[CHARGEN] = runtime_generator(paths["int8"], B, engine="chargen")
@@ -348,12 +403,12 @@ def main(argv=None) -> dict:
                 print(f"B={B} speed ratios ({kind} slices): " + ", ".join(
                     f"{k} {v:.2f}x" if "floor" not in k else f"{k} {v:.0%}" for k, v in ratios.items()), flush=True)
             del gens, contenders
-        cs = cold_start(paths["fp32"])
-        results["cold_start"] = cs
-        print(f"cold start (fp32, fresh process): import {cs['import_s'] * 1e3:.0f} ms + load "
-              f"{cs['load_s'] * 1e3:.0f} ms + first step {cs['first_step_s'] * 1e3:.1f} ms = "
-              f"{cs['total_s'] * 1e3:.0f} ms; whole process {cs['process_wall_s'] * 1e3:.0f} ms; "
-              f"peak RSS {cs['max_rss_bytes'] / 2**20:.0f} MiB; torch imported: {cs['torch_imported']}")
+        if batches:
+            cs = results["cold_start"] = cold_start(paths["fp32"])
+            print(f"cold start (fp32, fresh process): import {cs['import_s'] * 1e3:.0f} ms + load "
+                  f"{cs['load_s'] * 1e3:.0f} ms + first step {cs['first_step_s'] * 1e3:.1f} ms = "
+                  f"{cs['total_s'] * 1e3:.0f} ms; whole process {cs['process_wall_s'] * 1e3:.0f} ms; "
+                  f"peak RSS {cs['max_rss_bytes'] / 2**20:.0f} MiB; torch imported: {cs['torch_imported']}")
     results["machine"]["load_avg_after"] = os.getloadavg()
     print(f"load average before/after: {results['machine']['load_avg_before'][0]:.2f} / "
           f"{results['machine']['load_avg_after'][0]:.2f} (on {os.cpu_count()} CPUs; > 0.5 means shared, noisy figures)")

@@ -7,22 +7,12 @@
 #include "gru_train.h"
 #include "simd.h"
 
-/* One OpenMP team per step (its threads spin a while between steps: OMP_WAIT_POLICY); the
- * loops inside are shared out with orphaned `omp for`, which run whole on the calling thread
- * outside a parallel region.  Every output is computed by one thread in a fixed order, so the
- * result does not depend on the number of threads. */
-#ifdef _OPENMP
-#include <omp.h>
-#define PRAGMA(x) _Pragma(#x)
-/* one thread: no team at all (GNU libgomp's team of a process that forked after using one hangs) */
-#define PARALLEL(threads) PRAGMA(omp parallel num_threads(threads) if (threads > 1))
-#define FOR PRAGMA(omp for schedule(static))
-#define SINGLE PRAGMA(omp single)
-#else
-#define PARALLEL(threads)
-#define FOR
-#define SINGLE
-#endif
+/* The step's loops run on a chargen_pool (pool.h): each cut into chunks that the calling thread
+ * and the pool's workers claim, one parallel loop where a loop has enough work (the products
+ * and the head always; quantizing the states and the gates from CHUNKED_ROWS streams), the rest
+ * on the caller alone. Every output is computed by one thread in a fixed order, so the result
+ * does not depend on the number of threads. */
+#include "pool.h"
 
 #if CHARGEN_AVX2
 #include <immintrin.h>
@@ -31,6 +21,8 @@
 #define ALIGN 64
 #define ROUND_UP(n) (((n) + ALIGN - 1) / ALIGN * ALIGN)
 #define TILE 8 /* outputs a kernel sums at once: eight weight rows stay in L1 across the B rows */
+#define CHUNKS_PER_THREAD 8 /* a loop's chunks: enough that a late or slow thread leaves little to wait for */
+#define CHUNKED_ROWS 8      /* streams from which quantizing the states and the gates run in chunks */
 
 /* ------------------------------------------------------------------ the dot products
  * dot4: the int32 sums of xq (K) with four weight rows (or one, rows = 1). */
@@ -259,16 +251,15 @@ static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows,
         for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]);
 }
 
-/* y (B, N) for the tiles of TILE outputs this thread gets; built once per kernel, so that the
- * dot products and the scaling inline into one loop for that CPU */
+/* y (B, N) for the tiles [t0, t1) of TILE outputs; built once per kernel, so that the dot
+ * products and the scaling inline into one loop for that CPU */
 static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, const chargen_i8_matrix *w, size_t B,
                                 const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero,
-                                float *y, size_t ldy) {
-    const size_t N = w->N, K = w->K, ldw = w->ldw, tiles = (N + TILE - 1) / TILE;
-    ptrdiff_t t;
-    FOR
-    for (t = 0; t < (ptrdiff_t)tiles; t++) {
-        const size_t n0 = (size_t)t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
+                                float *y, size_t ldy, size_t t0, size_t t1) {
+    const size_t N = w->N, K = w->K, ldw = w->ldw;
+    size_t t;
+    for (t = t0; t < t1; t++) {
+        const size_t n0 = t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
         const int8_t *wt = w->w + n0 * ldw;
         size_t b = 0, i;
         int32_t acc[4 * TILE];
@@ -285,25 +276,26 @@ static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, const chargen_i8_mat
 }
 
 static void matmul_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
-                     const int32_t *zero, float *y, size_t ldy) {
-    matmul_tiles(dot_c, NULL, w, B, xq, ldx, a_scale, zero, y, ldy);
+                     const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1) {
+    matmul_tiles(dot_c, NULL, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #if CHARGEN_AVX2
 __attribute__((target("avx2"))) static void matmul_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
                                                         size_t ldx, const float *a_scale, const int32_t *zero,
-                                                        float *y, size_t ldy) {
-    matmul_tiles(dot_avx2, NULL, w, B, xq, ldx, a_scale, zero, y, ldy);
+                                                        float *y, size_t ldy, size_t t0, size_t t1) {
+    matmul_tiles(dot_avx2, NULL, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #endif
 #if CHARGEN_AVX512
 VNNI_TARGET static void matmul_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
-                                    const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
-    matmul_tiles(dot_vnni, dot4_vnni, w, B, xq, ldx, a_scale, zero, y, ldy);
+                                    const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t t0,
+                                    size_t t1) {
+    matmul_tiles(dot_vnni, dot4_vnni, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #endif
 
 typedef void matmul_fn(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
-                       const int32_t *zero, float *y, size_t ldy);
+                       const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1);
 
 typedef struct {
     const char *name;
@@ -338,17 +330,51 @@ float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *ze
     return pick_kernels().quantize(K, x, xq, zero);
 }
 
-int chargen_i8_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
+int chargen_i8_threaded(void) { return chargen_pool_threaded(); }
+
+/* ------------------------------------------------------------------ the loops, in chunks on the pool */
+/* threads a loop gets: the call's, at most the pool's; 1 without a usable pool */
+static int team(chargen_pool *pool, int threads) {
+    const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
+    return threads <= 0 || threads > n ? n : threads;
 }
 
-#ifdef _OPENMP
-static int team(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
-#endif
+/* items cut into chunks of *per (at least min_per) for `threads` threads: the number of chunks */
+static size_t cut(size_t items, size_t min_per, int threads, size_t *per) {
+    const size_t want = threads > 1 ? CHUNKS_PER_THREAD * (size_t)threads : 1;
+    size_t p = (items + want - 1) / want;
+    p = p < min_per ? min_per : p;
+    p = p < 1 ? 1 : p;
+    *per = p;
+    return (items + p - 1) / p;
+}
+
+static size_t end_of(size_t c, size_t per, size_t items) { return (c + 1) * per < items ? (c + 1) * per : items; }
+
+typedef struct {
+    matmul_fn *matmul;
+    const chargen_i8_matrix *w;
+    size_t B, ldx, ldy, per, tiles;
+    const uint8_t *xq;
+    const float *a_scale;
+    const int32_t *zero;
+    float *y;
+} matmul_job;
+
+static void matmul_chunk(void *arg, size_t c) {
+    const matmul_job *j = arg;
+    j->matmul(j->w, j->B, j->xq, j->ldx, j->a_scale, j->zero, j->y, j->ldy, c * j->per, end_of(c, j->per, j->tiles));
+}
+
+static void matmul(chargen_pool *pool, int threads, matmul_fn *fn, const chargen_i8_matrix *w, size_t B,
+                   const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
+    matmul_job j;
+    size_t chunks;
+    j.matmul = fn, j.w = w, j.B = B, j.ldx = ldx, j.ldy = ldy, j.tiles = (w->N + TILE - 1) / TILE;
+    j.xq = xq, j.a_scale = a_scale, j.zero = zero, j.y = y;
+    chunks = cut(j.tiles, 1, team(pool, threads), &j.per);
+    chargen_pool_run(pool, threads, chunks, matmul_chunk, &j);
+}
 
 /* ------------------------------------------------------------------ the product, the step's loops */
 void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum) {
@@ -361,40 +387,79 @@ void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_
 }
 
 void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
-                       const int32_t *zero, float *y, int threads) {
-    const kernels_t kern = pick_kernels();
-    (void)threads;
-    PARALLEL(team(threads))
-    kern.matmul(w, B, xq, ldx, a_scale, zero, y, w->N);
+                       const int32_t *zero, float *y, chargen_pool *pool) {
+    matmul(pool, 0, pick_kernels().matmul, w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
-static void quantize_rows(quantize_fn *quantize, size_t B, size_t K, const float *x, uint8_t *xq, size_t ldx,
-                          float *a_scale, int32_t *zero) {
-    ptrdiff_t b;
-    FOR
-    for (b = 0; b < (ptrdiff_t)B; b++) a_scale[b] = quantize(K, x + b * K, xq + b * ldx, zero + b);
+typedef struct {
+    quantize_fn *quantize;
+    size_t B, K, ldx, per;
+    const float *x;
+    uint8_t *xq;
+    float *a_scale;
+    int32_t *zero;
+} quantize_job;
+
+static void quantize_chunk(void *arg, size_t c) {
+    const quantize_job *j = arg;
+    size_t b;
+    for (b = c * j->per; b < end_of(c, j->per, j->B); b++)
+        j->a_scale[b] = j->quantize(j->K, j->x + b * j->K, j->xq + b * j->ldx, j->zero + b);
 }
 
-static void head(head_fn *fn, size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias,
-                 float *logits) {
-    const size_t per = 8; /* rows a thread takes at once */
-    const ptrdiff_t chunks = (ptrdiff_t)((V + per - 1) / per);
-    ptrdiff_t c;
-    FOR
-    for (c = 0; c < chunks; c++) {
-        const size_t v0 = (size_t)c * per, v1 = v0 + per < V ? v0 + per : V;
-        fn(B, H, V, h, w, bias, logits, v0, v1);
-    }
+static void quantize_rows(chargen_pool *pool, int threads, quantize_fn *quantize, size_t B, size_t K,
+                          const float *x, uint8_t *xq, size_t ldx, float *a_scale, int32_t *zero) {
+    quantize_job j;
+    size_t chunks;
+    j.quantize = quantize, j.B = B, j.K = K, j.ldx = ldx, j.x = x, j.xq = xq, j.a_scale = a_scale, j.zero = zero;
+    chunks = cut(B, 1, B < CHUNKED_ROWS ? 1 : team(pool, threads), &j.per);
+    chargen_pool_run(pool, threads, chunks, quantize_chunk, &j);
 }
 
-/* the gates, a stream at a time on the threads when there are several */
-static void gates(size_t B, size_t H, const float *gi, const float *gh, const float *b_hh, const float *h_prev,
-                  float *scratch, float *h_new) {
-    ptrdiff_t b;
-    FOR
-    for (b = 0; b < (ptrdiff_t)B; b++)
-        chargen_gru_forward_f32(1, H, gi + b * 3 * H, gh + b * 3 * H, b_hh, h_prev + b * H, scratch + b * 4 * H,
-                                h_new + b * H);
+typedef struct {
+    head_fn *fn;
+    size_t B, H, V, per;
+    const float *h, *w, *bias;
+    float *logits;
+} head_job;
+
+static void head_chunk(void *arg, size_t c) {
+    const head_job *j = arg;
+    j->fn(j->B, j->H, j->V, j->h, j->w, j->bias, j->logits, c * j->per, end_of(c, j->per, j->V));
+}
+
+static void head(chargen_pool *pool, int threads, head_fn *fn, size_t B, size_t H, size_t V, const float *h,
+                 const float *w, const float *bias, float *logits) {
+    head_job j;
+    size_t chunks;
+    j.fn = fn, j.B = B, j.H = H, j.V = V, j.h = h, j.w = w, j.bias = bias, j.logits = logits;
+    chunks = cut(V, 8, team(pool, threads), &j.per); /* at least 8 rows a chunk */
+    chargen_pool_run(pool, threads, chunks, head_chunk, &j);
+}
+
+/* the gates, a stream at a time */
+typedef struct {
+    size_t B, H, per;
+    const float *gi, *gh, *b_hh, *h_prev;
+    float *scratch, *h_new;
+} gates_job;
+
+static void gates_chunk(void *arg, size_t c) {
+    const gates_job *j = arg;
+    const size_t H = j->H;
+    size_t b;
+    for (b = c * j->per; b < end_of(c, j->per, j->B); b++)
+        chargen_gru_forward_f32(1, H, j->gi + b * 3 * H, j->gh + b * 3 * H, j->b_hh, j->h_prev + b * H,
+                                j->scratch + b * 4 * H, j->h_new + b * H);
+}
+
+static void gates(chargen_pool *pool, int threads, size_t B, size_t H, const float *gi, const float *gh,
+                  const float *b_hh, const float *h_prev, float *scratch, float *h_new) {
+    gates_job j;
+    size_t chunks;
+    j.B = B, j.H = H, j.gi = gi, j.gh = gh, j.b_hh = b_hh, j.h_prev = h_prev, j.scratch = scratch, j.h_new = h_new;
+    chunks = cut(B, 1, B < CHUNKED_ROWS ? 1 : team(pool, threads), &j.per);
+    chargen_pool_run(pool, threads, chunks, gates_chunk, &j);
 }
 
 /* ------------------------------------------------------------------ the step */
@@ -440,32 +505,29 @@ int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, con
                     float *logits, void *scratch) {
     const size_t L = m->L, H = m->H, H3 = 3 * H, ldx = ROUND_UP(H);
     const kernels_t kern = pick_kernels();
+    chargen_pool *pool = m->pool;
+    const int threads = m->threads;
     scratch_t s;
-    size_t b;
+    size_t b, k;
     for (b = 0; b < B; b++)
         if (token[b] < 0 || (uint64_t)token[b] >= m->V) return CHARGEN_I8_BAD_TOKEN;
     carve(m, B, (char *)scratch + (ALIGN - (uintptr_t)scratch % ALIGN) % ALIGN, &s);
 
-    PARALLEL(team(m->threads)) {
-        size_t k;
-        for (k = 0; k < L; k++) {
-            const float *h_prev = h_in + k * B * H; /* h_prev: (B, H) */
-            float *h_new = h_out + k * B * H;       /* h_new: (B, H) */
-            /* gi: (B, 3H) */
-            if (k == 0) {
-                size_t i;
-                SINGLE
-                for (i = 0; i < B; i++) memcpy(s.gi + i * H3, m->table + (size_t)token[i] * H3, H3 * sizeof(float));
-            } else {
-                quantize_rows(kern.quantize, B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
-                kern.matmul(&m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
-            }
-            /* gh: (B, 3H), without its bias: the gates add b_hh */
-            quantize_rows(kern.quantize, B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
-            kern.matmul(&m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
-            gates(B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
+    for (k = 0; k < L; k++) {
+        const float *h_prev = h_in + k * B * H; /* h_prev: (B, H) */
+        float *h_new = h_out + k * B * H;       /* h_new: (B, H) */
+        /* gi: (B, 3H) */
+        if (k == 0) {
+            for (b = 0; b < B; b++) memcpy(s.gi + b * H3, m->table + (size_t)token[b] * H3, H3 * sizeof(float));
+        } else {
+            quantize_rows(pool, threads, kern.quantize, B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
+            matmul(pool, threads, kern.matmul, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
         }
-        head(kern.head, B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits);
+        /* gh: (B, 3H), without its bias: the gates add b_hh */
+        quantize_rows(pool, threads, kern.quantize, B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
+        matmul(pool, threads, kern.matmul, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
+        gates(pool, threads, B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
     }
+    head(pool, threads, kern.head, B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits);
     return CHARGEN_I8_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * chargen's int8 GRU step on the CPU: one character for B streams of an int8
- * model, the whole step in C.  Pure C99 (OpenMP pragmas where the compiler
- * has it): no Python headers, no allocation, no exit().
+ * model, the whole step in C.  Pure C99, its loops on a chargen_pool of threads (pool.h): no
+ * Python headers, no allocation, no exit().
  *
  * Why it exists: at batch 1 the int8 step is bound by onnxruntime's int8
  * product, which ran at about half the speed of a plain AVX-512 VNNI loop on
@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pool.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -60,7 +62,8 @@ typedef struct {
     const float *b_hh;             /* (L, 3H) the recurrent bias, added inside the gates */
     const float *head_w;           /* (V, H) */
     const float *head_b;           /* (V) */
-    int threads;                   /* OpenMP threads for one step; <= 0: OpenMP's default; 1: no team */
+    chargen_pool *pool;            /* the step's threads (pool.h); NULL: the caller's alone */
+    int threads;                   /* threads of one step, at most the pool's: <= 0 the pool's; 1 the caller alone */
 } chargen_i8_gru;
 
 enum {
@@ -89,7 +92,7 @@ void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_
  * kernels read ldw bytes of every row, so ldx >= w->ldw (what lies past K in
  * a row does not matter: it meets the weights' zero padding). */
 void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
-                       const int32_t *zero, float *y, int threads);
+                       const int32_t *zero, float *y, chargen_pool *pool);
 
 /* Q above, one row: xq (K), returns the scale, writes the zero point. */
 float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero);
@@ -97,8 +100,8 @@ float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *ze
 /* The kernel the CPU gets: "avx512vnni", "avx2" or "c". */
 const char *chargen_i8_kernel(void);
 
-/* Whether the library was built with OpenMP (else one thread). */
-int chargen_i8_openmp(void);
+/* Whether the library was built with threads (pool.h; else every step on the caller's). */
+int chargen_i8_threaded(void);
 
 #ifdef __cplusplus
 }

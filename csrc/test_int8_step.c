@@ -1,4 +1,4 @@
-/* The int8 step's own test: cc -std=c99 [-fopenmp] int8_step.c gru_train.c test_int8_step.c -lm
+/* The int8 step's own test: cc -std=c99 -pthread int8_step.c pool.c gru_train.c test_int8_step.c -lm
  * Every kernel is held against plain loops written here, exactly (the int32 sums are exact and
  * the float arithmetic after them is the same); the step against a reference step in double. */
 #include <math.h>
@@ -8,7 +8,15 @@
 
 #include "int8_step.h"
 
+#if !defined(_WIN32) && !defined(CHARGEN_NO_THREADS)
+#include <pthread.h>
+#define THREADS 1
+#else
+#define THREADS 0
+#endif
+
 static int checks, failed;
+static chargen_pool *pool2, *pool3; /* two and three threads (NULL where there are no threads) */
 
 static void check(int ok, const char *what) {
     checks++;
@@ -80,8 +88,8 @@ static void test_matmul(size_t B, size_t N, size_t K) {
             for (k = 0; k < K; k++) acc += ((int32_t)xq[b * ldw + k] - zero[b]) * (int32_t)w[n * ldw + k];
             want[b * N + n] = (float)acc * (a_scale[b] * scale[n]) + bias[n];
         }
-    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y1, 1);
-    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y2, 2);
+    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y1, NULL);
+    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y2, pool2);
     snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu (%s kernel): equal to plain loops", B, N, K, chargen_i8_kernel());
     check(memcmp(y1, want, B * N * sizeof *y1) == 0, what);
     snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu: two threads give the same bits as one", B, N, K);
@@ -140,7 +148,7 @@ static void make_model(model_t *m, size_t L, size_t H, size_t V) {
         m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3};
         m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL};
     }
-    m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, 2};
+    m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, pool2, 0};
 }
 
 static void free_model(model_t *m) {
@@ -222,6 +230,11 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch);
     check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0,
           "step: one thread gives the same bits as two");
+    m.gru.threads = 0, m.gru.pool = pool3;
+    chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0,
+          "step: three threads give the same bits as two");
+    m.gru.pool = pool2;
 
     memcpy(h_two, h_out, n_h * sizeof(float));
     tok[B - 1] = (int64_t)V;
@@ -242,7 +255,65 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     free_model(&m);
 }
 
+/* ------------------------------------------------------------------ several callers, one pool */
+#if THREADS
+#define CALLERS 4
+typedef struct {
+    const chargen_i8_gru *gru;
+    size_t B;
+    const int64_t *tok;
+    const float *h_in;
+    const float *want_h, *want_logits;
+    int same;
+} caller_t;
+
+static void *caller_main(void *arg) {
+    caller_t *c = arg;
+    const size_t n_h = c->gru->L * c->B * c->gru->H, n_l = c->B * c->gru->V;
+    float *h = malloc(n_h * sizeof(float)), *logits = malloc(n_l * sizeof(float));
+    void *scratch = malloc(chargen_i8_scratch_bytes(c->gru, c->B));
+    int i;
+    c->same = 1;
+    for (i = 0; i < 200; i++) {
+        chargen_i8_step(c->gru, c->B, c->tok, c->h_in, h, logits, scratch);
+        c->same &= memcmp(h, c->want_h, n_h * sizeof(float)) == 0 && memcmp(logits, c->want_logits, n_l * sizeof(float)) == 0;
+    }
+    free(h), free(logits), free(scratch);
+    return NULL;
+}
+
+/* CALLERS threads step one model (one pool) at once: one gets the workers at a time, the others
+ * step alone; every step gives the bits of a step on one thread */
+static void test_callers(void) {
+    const size_t L = 2, H = 96, V = 65, B = 3, n_h = L * B * H;
+    model_t m;
+    caller_t c[CALLERS];
+    pthread_t tid[CALLERS];
+    float *h_in = malloc(n_h * sizeof(float)), *want_h = malloc(n_h * sizeof(float)), *want_l = malloc(B * V * sizeof(float));
+    int64_t tok[3] = {1, 7, 64};
+    void *scratch;
+    size_t i;
+    int same = 1;
+    make_model(&m, L, H, V);
+    scratch = malloc(chargen_i8_scratch_bytes(&m.gru, B));
+    for (i = 0; i < n_h; i++) h_in[i] = uniform(-0.95f, 0.95f);
+    m.gru.threads = 1;
+    chargen_i8_step(&m.gru, B, tok, h_in, want_h, want_l, scratch);
+    m.gru.threads = 0;
+    for (i = 0; i < CALLERS; i++) {
+        c[i] = (caller_t){&m.gru, B, tok, h_in, want_h, want_l, 0};
+        pthread_create(&tid[i], NULL, caller_main, &c[i]);
+    }
+    for (i = 0; i < CALLERS; i++) pthread_join(tid[i], NULL), same &= c[i].same;
+    check(same, "step: four threads stepping one model at once get one thread's bits, every step");
+    free(h_in), free(want_h), free(want_l), free(scratch);
+    free_model(&m);
+}
+#endif
+
 int main(void) {
+    pool2 = chargen_pool_new(2), pool3 = chargen_pool_new(3);
+    check(THREADS == chargen_i8_threaded() && (pool2 != NULL) == THREADS, "threads where they are built");
     test_quantize();
     test_matmul(1, 3072, 1024);
     test_matmul(3, 7, 100);
@@ -253,7 +324,12 @@ int main(void) {
     test_step(1, 64, 11, 1);
     test_step(2, 40, 7, 3);
     test_step(3, 100, 65, 8);
-    printf("test_int8_step: %d checks, %d failed (kernel %s, openmp %d)\n", checks, failed, chargen_i8_kernel(),
-           chargen_i8_openmp());
+    test_step(1, 64, 70, 9); /* from CHUNKED_ROWS streams, the states and gates in chunks too */
+#if THREADS
+    test_callers();
+#endif
+    chargen_pool_free(pool2), chargen_pool_free(pool3);
+    printf("test_int8_step: %d checks, %d failed (kernel %s, threads %d)\n", checks, failed, chargen_i8_kernel(),
+           chargen_i8_threaded());
     return failed != 0;
 }

@@ -2,17 +2,15 @@
 # cython: initializedcheck=False, cdivision=True, embedsignature=True
 """chargen's int8 GRU step (csrc/int8_step.c) for Python: the weights once, then one call a step.
 
-    step = Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=0)
+    step = Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=0)   # 0: one per CPU
     scratch = step.scratch(B)                        # one per concurrent caller
     step.step(token, h_in, h_out, logits, scratch)   # token (B) -> h_out (L, B, H), logits (B, V)
 
 Built by chargen.runtime.engine from an int8 model's own weights; see there for
 when the runtime uses it. The arrays are checked here (dtype, shape, C order,
 the weight rows' padding and 64-byte alignment) and kept alive by the object;
-the step runs without the GIL.
+the step runs without the GIL, its loops on the object's own pool of threads (csrc/pool.c).
 """
-
-import os
 
 import numpy as np
 
@@ -21,6 +19,15 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport calloc, free
 
 cnp.import_array()
+
+
+cdef extern from "pool.h" nogil:
+    ctypedef struct chargen_pool:
+        pass
+    chargen_pool *chargen_pool_new(int threads)
+    void chargen_pool_free(chargen_pool *p)
+    int chargen_pool_threads(const chargen_pool *p)
+    int chargen_pool_usable(const chargen_pool *p)
 
 
 cdef extern from "int8_step.h" nogil:
@@ -39,6 +46,7 @@ cdef extern from "int8_step.h" nogil:
         const float *b_hh
         const float *head_w
         const float *head_b
+        chargen_pool *pool
         int threads
 
     enum:
@@ -51,27 +59,7 @@ cdef extern from "int8_step.h" nogil:
                         float *h_out, float *logits, void *scratch)
     void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum)
     const char *chargen_i8_kernel()
-    int chargen_i8_openmp()
-
-
-# GNU libgomp cannot start a team in a child forked after the parent ran one (the child hangs):
-# there, every step runs on the calling thread alone (the same bits, slower). A child forked
-# before any team (say, after Model.load, whose check runs on one thread) keeps its threads.
-cdef bint _team_started = False
-cdef bint _forked_after_team = False
-
-
-def _after_fork_in_child():
-    global _forked_after_team
-    _forked_after_team = _forked_after_team or _team_started
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def single_threaded():
-    """Whether this process was forked after running a team: then steps use one thread."""
-    return bool(_forked_after_team)
+    int chargen_i8_threaded()
 
 
 def kernel():
@@ -79,9 +67,9 @@ def kernel():
     return chargen_i8_kernel().decode()
 
 
-def openmp():
-    """Whether the step runs on several threads (built with OpenMP)."""
-    return bool(chargen_i8_openmp())
+def threaded():
+    """Whether the step can run on several threads (csrc/pool.c built with threads: not on Windows)."""
+    return bool(chargen_i8_threaded())
 
 
 def _array(a, dtype, shape, what):
@@ -93,26 +81,31 @@ def _array(a, dtype, shape, what):
 
 cdef class Int8Step:
     """The int8 step of one model (see the module docstring). Immutable: any number of threads
-    may call step() at once, each with its own scratch."""
+    may call step() at once, each with its own scratch (one of them at a time gets the pool's
+    threads, the others step on their own thread: the same bits). A process forked after the
+    pool's threads started makes a new pool at its first step."""
 
     cdef chargen_i8_gru gru
     cdef chargen_i8_matrix *mats
+    cdef chargen_pool *pool
     cdef readonly size_t L, H, V
     cdef readonly int threads
     cdef list _keep
 
     def __cinit__(self):
         self.mats = NULL
+        self.pool = NULL
 
     def __dealloc__(self):
+        chargen_pool_free(self.pool)
         free(self.mats)
 
     def __init__(self, table, w_ih, w_hh, b_hh, head_w, head_b, int threads=0):
         """table (V, 3H) float32; w_hh: L tuples (w, scale) with w int8 (3H, ldw), its rows
         zero-padded to ldw = H rounded up to 64 and 64-byte aligned, scale float32 (3H);
         w_ih: L entries, None for layer 0, then (w, scale, bias) like w_hh plus a float32 (3H)
-        bias; b_hh (L, 3H), head_w (V, H), head_b (V) float32. threads: OpenMP threads
-        (0: OpenMP's default)."""
+        bias; b_hh (L, 3H), head_w (V, H), head_b (V) float32. threads: the step's threads,
+        the caller's included (0: one per CPU this process may run on; 1: no pool)."""
         cdef size_t L = len(w_hh), k
         if L < 1 or len(w_ih) != L:
             raise ValueError("w_hh and w_ih need one entry per layer")
@@ -158,11 +151,13 @@ cdef class Int8Step:
         self.gru.head_b = <const float *>cnp.PyArray_DATA(keep[3])
         self.gru.w_hh = self.mats
         self.gru.w_ih = self.mats + L
-        self.gru.threads = max(threads, 0)
+        self.gru.threads = 0
         if chargen_i8_check(&self.gru) != CHARGEN_I8_OK:
             raise ValueError("the int8 step's shapes do not fit together")
         self._keep = keep
-        self.L, self.H, self.V, self.threads = L, H, V, self.gru.threads
+        self.pool = chargen_pool_new(max(threads, 0)) if threads != 1 else NULL  # threads start at the first step
+        self.gru.pool = self.pool
+        self.L, self.H, self.V, self.threads = L, H, V, chargen_pool_threads(self.pool)
 
     def scratch(self, size_t batch_size):
         """A scratch buffer for steps over batch_size streams (one per concurrent caller)."""
@@ -176,14 +171,13 @@ cdef class Int8Step:
         nothing is written)."""
         cdef size_t B = token.shape[0]
         cdef int status
-        cdef chargen_i8_gru gru = self.gru
-        global _team_started
+        cdef chargen_i8_gru gru
+        if self.pool != NULL and not chargen_pool_usable(self.pool):  # forked after its threads started
+            chargen_pool_free(self.pool)
+            self.pool = self.gru.pool = chargen_pool_new(self.threads)
+        gru = self.gru
         if threads > 0:
             gru.threads = threads
-        if _forked_after_team:
-            gru.threads = 1
-        elif gru.threads != 1 and chargen_i8_openmp():
-            _team_started = True
         shape = (self.L, B, self.H)
         if B < 1:
             raise ValueError("step() needs at least one stream")

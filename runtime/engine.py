@@ -7,11 +7,11 @@
 Why a second engine: at batch 1 an int8 model's step is bound by onnxruntime's int8
 product, which ran at about half the speed of a plain AVX-512 VNNI loop on the 2-core
 EPYC and got no faster with a second thread (benchmarks/bench_gemv.c, bench_runtime.py).
-csrc/int8_step.c runs the whole step (products, gates, head) in C on OpenMP threads.
+csrc/int8_step.c runs the whole step (products, gates, head) in C on its own threads (csrc/pool.c).
 
 engine="auto" takes it for an int8 model with onnxruntime's MatMulInteger weights (the
 export's default int8 kernel) on the CPU, where the CPU has AVX-512 VNNI and the extension
-has OpenMP threads, for generators of up to AUTO_MAX_BATCH streams: where it was measured
+has threads (not on Windows), for generators of up to AUTO_MAX_BATCH streams: where it was measured
 faster (Generator.engine says which runs a generator). engine="chargen" takes it wherever it
 can run (its AVX2 and plain-C kernels were not measured against onnxruntime's), and
 raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime
@@ -64,10 +64,10 @@ def unsupported(device: str, metadata) -> str | None:
 
 def fast_here() -> bool:
     """Whether this CPU and build are where chargen's int8 step was measured faster than
-    onnxruntime's: AVX-512 VNNI, on OpenMP threads."""
+    onnxruntime's: AVX-512 VNNI, on several threads."""
     from chargen.runtime import _int8
 
-    return _int8.kernel() == "avx512vnni" and _int8.openmp()
+    return _int8.kernel() == "avx512vnni" and _int8.threaded()
 
 
 def planned(engine: str, device: str, path) -> bool:
