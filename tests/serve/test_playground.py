@@ -1,0 +1,90 @@
+"""The playground page (GET /) in a real headless browser: Debian's chromium and chromedriver
+through selenium. Type a prompt, press Generate: the text appears, grows as it streams, and
+ends as the same seeded completion the API gives."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from servekit import complete
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if BROWSER is None:  # .ci/run installs both: a missing browser is a failed setup, not a skip
+        pytest.fail("no chromium: apt-get install chromium chromium-driver (as .ci/run does)")
+    options = Options()
+    options.binary_location = BROWSER
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def fill(driver, field: str, value: str) -> None:
+    box = driver.find_element(By.ID, field)
+    box.clear()
+    box.send_keys(value)
+
+
+def output(driver) -> str:
+    return driver.find_element(By.ID, "output").text
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_type_a_prompt_press_generate_and_the_text_streams_in(browser, server):
+    browser.get(server.url + "/")
+    assert browser.title == "chargen playground"
+    wait_for(lambda: "engine" in browser.find_element(By.ID, "model").text, what="the model card")
+    prompt, n, seed = "KING RICHARD:\n", 3000, 12
+    fill(browser, "prompt", prompt)
+    fill(browser, "max_tokens", str(n))
+    fill(browser, "temperature", "0.9")
+    fill(browser, "top_k", "20")
+    fill(browser, "seed", str(seed))
+    browser.find_element(By.ID, "generate").click()
+    # the text grows while it streams: seen at several lengths before it ends
+    lengths = []
+    deadline = time.monotonic() + 60
+    while "finished" not in browser.find_element(By.ID, "stats").text and time.monotonic() < deadline:
+        lengths.append(len(output(browser)))
+        time.sleep(0.01)
+    stats = browser.find_element(By.ID, "stats").text
+    assert "finished: length" in stats and "chars/s" in stats, stats
+    grown = sorted(set(l for l in lengths if len(prompt) < l < len(prompt) + n))
+    assert len(grown) >= 2, f"the text did not appear in steps: {lengths[:20]}"
+    want = complete(server.url, dict(prompt=prompt, max_tokens=n, temperature=0.9, top_k=20, seed=seed))
+    text = output(browser)
+    # the element's text as the browser renders it (trailing spaces of the last line aside)
+    assert text.rstrip() == (prompt + want["choices"][0]["text"]).rstrip()
+    assert f"{n} characters" in stats and browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_bad_request_shows_the_servers_message(browser, server):
+    browser.get(server.url + "/")
+    fill(browser, "prompt", "snow\u2603man")
+    browser.find_element(By.ID, "generate").click()
+    wait_for(lambda: browser.find_element(By.ID, "error").text, what="the error line")
+    assert "\u2603" in browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "generate").is_enabled()
