@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "gru_train.h"
+#include "gru_gates.h"
 #include "simd.h"
 
 /* The step's loops run on a chargen_pool (pool.h): each cut into chunks that the calling thread
@@ -16,6 +16,34 @@
 
 #if CHARGEN_AVX2
 #include <immintrin.h>
+#endif
+
+/* aarch64: NEON is in every CPU (its kernel needs no flag); SDOT (dotprod) and USDOT/USMMLA
+ * (i8mm) are detected at run time (getauxval, Linux), their functions built for them with target
+ * attributes (GCC), never assumed at compile time. CHARGEN_NO_NEON: the plain-C kernel only;
+ * CHARGEN_NO_DOTPROD: no dotprod or i8mm kernel. */
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CHARGEN_NO_NEON)
+#define CHARGEN_NEON 1
+#include <arm_neon.h>
+#else
+#define CHARGEN_NEON 0
+#endif
+#if CHARGEN_NEON && defined(__linux__) && !defined(__clang__) && !defined(CHARGEN_NO_DOTPROD)
+#define CHARGEN_DOTPROD 1
+#define CHARGEN_I8MM 1
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+#else
+#define CHARGEN_DOTPROD 0
+#define CHARGEN_I8MM 0
 #endif
 
 #define ALIGN 64
@@ -142,6 +170,179 @@ VNNI_TARGET static void dot4_vnni(size_t K, const uint8_t *restrict x, size_t ld
 }
 #endif
 
+#if CHARGEN_NEON
+/* plain NEON (every aarch64 CPU): 16 bytes at a time widened to int16 and multiplied into int32
+ * (vmlal), exact for any uint8 and int8 */
+static INLINE int32x4_t mla16_neon(int32x4_t acc, uint8x16_t xv, int8x16_t wv) {
+    const int16x8_t xl = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(xv)));
+    const int16x8_t xh = vreinterpretq_s16_u16(vmovl_high_u8(xv));
+    const int16x8_t wl = vmovl_s8(vget_low_s8(wv)), wh = vmovl_high_s8(wv);
+    acc = vmlal_s16(acc, vget_low_s16(xl), vget_low_s16(wl));
+    acc = vmlal_high_s16(acc, xl, wl);
+    acc = vmlal_s16(acc, vget_low_s16(xh), vget_low_s16(wh));
+    return vmlal_high_s16(acc, xh, wh);
+}
+
+/* over the rows' zero padding to a multiple of 16 (ldw is a multiple of 64): no tail */
+static void dot_neon(size_t K, const uint8_t *restrict x, const int8_t *restrict w, size_t ldw, size_t rows,
+                     int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    size_t r, k;
+    (void)ldw;
+    for (r = 0; r < rows; r++) {
+        const int8_t *wr = w + r * ldw;
+        int32x4_t a0 = vdupq_n_s32(0), a1 = a0;
+        for (k = 0; k + 32 <= K16; k += 32) {
+            a0 = mla16_neon(a0, vld1q_u8(x + k), vld1q_s8(wr + k));
+            a1 = mla16_neon(a1, vld1q_u8(x + k + 16), vld1q_s8(wr + k + 16));
+        }
+        if (k < K16) a0 = mla16_neon(a0, vld1q_u8(x + k), vld1q_s8(wr + k));
+        out[r] = vaddvq_s32(vaddq_s32(a0, a1));
+    }
+}
+#endif
+
+#if CHARGEN_DOTPROD
+/* SDOT multiplies int8 by int8: x - 128 (x xor 0x80 read as int8) times w, so these kernels sum
+ * acc' = sum (x - 128) w = acc - 128 wsum, and their scaling takes zero - 128 for the zero point:
+ * acc' - (zero - 128) wsum = acc - zero wsum, the same int32 as the other kernels. */
+#define DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#define X_OFFSET_DOTPROD 128
+
+DOTPROD_TARGET static INLINE int8x16_t x_s8(const uint8_t *x) {
+    return vreinterpretq_s8_u8(veorq_u8(vld1q_u8(x), vdupq_n_u8(0x80)));
+}
+
+/* the four sums of four vectors */
+DOTPROD_TARGET static INLINE int32x4_t hsum4_neon(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3) {
+    return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
+}
+
+DOTPROD_TARGET static void dot_dotprod(size_t K, const uint8_t *restrict x, const int8_t *restrict w, size_t ldw,
+                                       size_t rows, int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    size_t k;
+    if (rows == TILE) {
+        int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (k = 0; k < K16; k += 16) {
+            const int8x16_t xv = x_s8(x + k);
+            a0 = vdotq_s32(a0, xv, vld1q_s8(w + k));
+            a1 = vdotq_s32(a1, xv, vld1q_s8(w + ldw + k));
+            a2 = vdotq_s32(a2, xv, vld1q_s8(w + 2 * ldw + k));
+            a3 = vdotq_s32(a3, xv, vld1q_s8(w + 3 * ldw + k));
+            a4 = vdotq_s32(a4, xv, vld1q_s8(w + 4 * ldw + k));
+            a5 = vdotq_s32(a5, xv, vld1q_s8(w + 5 * ldw + k));
+            a6 = vdotq_s32(a6, xv, vld1q_s8(w + 6 * ldw + k));
+            a7 = vdotq_s32(a7, xv, vld1q_s8(w + 7 * ldw + k));
+        }
+        vst1q_s32(out, hsum4_neon(a0, a1, a2, a3));
+        vst1q_s32(out + 4, hsum4_neon(a4, a5, a6, a7));
+        return;
+    }
+    for (; rows > 0; rows--, w += ldw, out++) {
+        int32x4_t a = vdupq_n_s32(0);
+        for (k = 0; k < K16; k += 16) a = vdotq_s32(a, x_s8(x + k), vld1q_s8(w + k));
+        *out = vaddvq_s32(a);
+    }
+}
+
+/* four x rows by four weight rows, each load feeding four SDOT: out[b * TILE + r] */
+DOTPROD_TARGET static void dot4x4_dotprod(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w,
+                                          size_t ldw, int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    int32x4_t a[4][4];
+    size_t k, b, r;
+    for (b = 0; b < 4; b++)
+        for (r = 0; r < 4; r++) a[b][r] = vdupq_n_s32(0);
+    for (k = 0; k < K16; k += 16) {
+        const int8x16_t w0 = vld1q_s8(w + k), w1 = vld1q_s8(w + ldw + k);
+        const int8x16_t w2 = vld1q_s8(w + 2 * ldw + k), w3 = vld1q_s8(w + 3 * ldw + k);
+        for (b = 0; b < 4; b++) {
+            const int8x16_t xv = x_s8(x + b * ldx + k);
+            a[b][0] = vdotq_s32(a[b][0], xv, w0);
+            a[b][1] = vdotq_s32(a[b][1], xv, w1);
+            a[b][2] = vdotq_s32(a[b][2], xv, w2);
+            a[b][3] = vdotq_s32(a[b][3], xv, w3);
+        }
+    }
+    for (b = 0; b < 4; b++) vst1q_s32(out + b * TILE, hsum4_neon(a[b][0], a[b][1], a[b][2], a[b][3]));
+}
+
+DOTPROD_TARGET static void dot4_dotprod(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w,
+                                        size_t ldw, int32_t *restrict out) {
+    dot4x4_dotprod(K, x, ldx, w, ldw, out);
+    dot4x4_dotprod(K, x, ldx, w + 4 * ldw, ldw, out + 4);
+}
+#endif
+
+#if CHARGEN_I8MM
+/* i8mm: USDOT multiplies uint8 by int8 (no offset), USMMLA a 2 x 8 uint8 block by an 8 x 2 int8
+ * block into 2 x 2 int32 sums: a batch's four x rows by eight weight rows take 16 USMMLA per 16
+ * bytes, where SDOT takes 32 */
+#define I8MM_TARGET __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
+
+I8MM_TARGET static void dot_i8mm(size_t K, const uint8_t *restrict x, const int8_t *restrict w, size_t ldw,
+                                 size_t rows, int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    size_t k;
+    if (rows == TILE) {
+        int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (k = 0; k < K16; k += 16) {
+            const uint8x16_t xv = vld1q_u8(x + k);
+            a0 = vusdotq_s32(a0, xv, vld1q_s8(w + k));
+            a1 = vusdotq_s32(a1, xv, vld1q_s8(w + ldw + k));
+            a2 = vusdotq_s32(a2, xv, vld1q_s8(w + 2 * ldw + k));
+            a3 = vusdotq_s32(a3, xv, vld1q_s8(w + 3 * ldw + k));
+            a4 = vusdotq_s32(a4, xv, vld1q_s8(w + 4 * ldw + k));
+            a5 = vusdotq_s32(a5, xv, vld1q_s8(w + 5 * ldw + k));
+            a6 = vusdotq_s32(a6, xv, vld1q_s8(w + 6 * ldw + k));
+            a7 = vusdotq_s32(a7, xv, vld1q_s8(w + 7 * ldw + k));
+        }
+        vst1q_s32(out, vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3)));
+        vst1q_s32(out + 4, vpaddq_s32(vpaddq_s32(a4, a5), vpaddq_s32(a6, a7)));
+        return;
+    }
+    for (; rows > 0; rows--, w += ldw, out++) {
+        int32x4_t a = vdupq_n_s32(0);
+        for (k = 0; k < K16; k += 16) a = vusdotq_s32(a, vld1q_u8(x + k), vld1q_s8(w + k));
+        *out = vaddvq_s32(a);
+    }
+}
+
+/* four x rows by TILE weight rows: out[b * TILE + r] */
+I8MM_TARGET static void dot4_i8mm(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w,
+                                  size_t ldw, int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    int32x4_t a[2][4]; /* a[p][q]: x rows 2p, 2p + 1 by weight rows 2q, 2q + 1 */
+    size_t k, p, q;
+    for (p = 0; p < 2; p++)
+        for (q = 0; q < 4; q++) a[p][q] = vdupq_n_s32(0);
+    for (k = 0; k < K16; k += 16) {
+        uint8x16_t xlo[2], xhi[2];
+        for (p = 0; p < 2; p++) { /* [row 2p bytes 0-7, row 2p+1 bytes 0-7], then bytes 8-15 */
+            const uint64x2_t r0 = vreinterpretq_u64_u8(vld1q_u8(x + 2 * p * ldx + k));
+            const uint64x2_t r1 = vreinterpretq_u64_u8(vld1q_u8(x + (2 * p + 1) * ldx + k));
+            xlo[p] = vreinterpretq_u8_u64(vzip1q_u64(r0, r1));
+            xhi[p] = vreinterpretq_u8_u64(vzip2q_u64(r0, r1));
+        }
+        for (q = 0; q < 4; q++) {
+            const int64x2_t r0 = vreinterpretq_s64_s8(vld1q_s8(w + 2 * q * ldw + k));
+            const int64x2_t r1 = vreinterpretq_s64_s8(vld1q_s8(w + (2 * q + 1) * ldw + k));
+            const int8x16_t wlo = vreinterpretq_s8_s64(vzip1q_s64(r0, r1));
+            const int8x16_t whi = vreinterpretq_s8_s64(vzip2q_s64(r0, r1));
+            for (p = 0; p < 2; p++) a[p][q] = vusmmlaq_s32(vusmmlaq_s32(a[p][q], xlo[p], wlo), xhi[p], whi);
+        }
+    }
+    for (p = 0; p < 2; p++) { /* a[p][q] = [(2p, 2q), (2p, 2q+1), (2p+1, 2q), (2p+1, 2q+1)] */
+        int32_t *o0 = out + 2 * p * TILE, *o1 = o0 + TILE;
+        vst1q_s32(o0, vcombine_s32(vget_low_s32(a[p][0]), vget_low_s32(a[p][1])));
+        vst1q_s32(o0 + 4, vcombine_s32(vget_low_s32(a[p][2]), vget_low_s32(a[p][3])));
+        vst1q_s32(o1, vcombine_s32(vget_high_s32(a[p][0]), vget_high_s32(a[p][1])));
+        vst1q_s32(o1 + 4, vcombine_s32(vget_high_s32(a[p][2]), vget_high_s32(a[p][3])));
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ the head, in float32 */
 /* logits (B, V) = h (B, H) W^T + bias in float32, rows [v0, v1): sixteen partial sums a row,
  * which the compiler keeps in one vector register; built for AVX-512 and AVX2 as well */
@@ -253,7 +454,7 @@ static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows,
 
 /* y (B, N) for the tiles [t0, t1) of TILE outputs; built once per kernel, so that the dot
  * products and the scaling inline into one loop for that CPU */
-static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, const chargen_i8_matrix *w, size_t B,
+static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, int32_t x_offset, const chargen_i8_matrix *w, size_t B,
                                 const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero,
                                 float *y, size_t ldy, size_t t0, size_t t1) {
     const size_t N = w->N, K = w->K, ldw = w->ldw;
@@ -266,31 +467,51 @@ static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, const chargen_i8_mat
         if (dot4 && rows == TILE)
             for (; b + 4 <= B; b += 4) {
                 dot4(K, xq + b * ldx, ldx, wt, ldw, acc);
-                for (i = 0; i < 4; i++) scale_out(w, n0, rows, acc + i * TILE, zero[b + i], a_scale[b + i], y + (b + i) * ldy);
+                for (i = 0; i < 4; i++) scale_out(w, n0, rows, acc + i * TILE, zero[b + i] - x_offset, a_scale[b + i], y + (b + i) * ldy);
             }
         for (; b < B; b++) {
             dot(K, xq + b * ldx, wt, ldw, rows, acc);
-            scale_out(w, n0, rows, acc, zero[b], a_scale[b], y + b * ldy);
+            scale_out(w, n0, rows, acc, zero[b] - x_offset, a_scale[b], y + b * ldy);
         }
     }
 }
 
 static void matmul_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                      const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1) {
-    matmul_tiles(dot_c, NULL, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+    matmul_tiles(dot_c, NULL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #if CHARGEN_AVX2
 __attribute__((target("avx2"))) static void matmul_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
                                                         size_t ldx, const float *a_scale, const int32_t *zero,
                                                         float *y, size_t ldy, size_t t0, size_t t1) {
-    matmul_tiles(dot_avx2, NULL, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+    matmul_tiles(dot_avx2, NULL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #endif
 #if CHARGEN_AVX512
 VNNI_TARGET static void matmul_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                     const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t t0,
                                     size_t t1) {
-    matmul_tiles(dot_vnni, dot4_vnni, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+    matmul_tiles(dot_vnni, dot4_vnni, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+}
+#endif
+#if CHARGEN_NEON
+static void matmul_neon(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                        const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1) {
+    matmul_tiles(dot_neon, NULL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+}
+#endif
+#if CHARGEN_DOTPROD
+DOTPROD_TARGET static void matmul_dotprod(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                          const float *a_scale, const int32_t *zero, float *y, size_t ldy,
+                                          size_t t0, size_t t1) {
+    matmul_tiles(dot_dotprod, dot4_dotprod, X_OFFSET_DOTPROD, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+}
+#endif
+#if CHARGEN_I8MM
+I8MM_TARGET static void matmul_i8mm(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                    const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t t0,
+                                    size_t t1) {
+    matmul_tiles(dot_i8mm, dot4_i8mm, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #endif
 
@@ -315,6 +536,25 @@ static kernels_t pick_kernels(void) {
 #if CHARGEN_AVX2
     if (__builtin_cpu_supports("avx2")) {
         const kernels_t k = {"avx2", matmul_avx2, head_avx2, quantize_avx2};
+        return k;
+    }
+#endif
+#if CHARGEN_DOTPROD
+    {
+        const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+        if ((hw & HWCAP_ASIMDDP) && (hw2 & HWCAP2_I8MM)) {
+            const kernels_t k = {"neon-i8mm", matmul_i8mm, head_c, quantize_c};
+            return k;
+        }
+        if (hw & HWCAP_ASIMDDP) {
+            const kernels_t k = {"neon-dotprod", matmul_dotprod, head_c, quantize_c};
+            return k;
+        }
+    }
+#endif
+#if CHARGEN_NEON
+    {
+        const kernels_t k = {"neon", matmul_neon, head_c, quantize_c};
         return k;
     }
 #endif

@@ -12,7 +12,7 @@
  * uses it (chargen/runtime/engine.py).
  *
  * The step, per layer k (torch's GRU, gate order r, z, n, reset after the
- * product; see gru_train.h for the gate formulas):
+ * product; see gru_gates.h for the gate formulas):
  *
  *   gi = layer 0: table[token]            (V, 3H): embedding, W_ih, b_ih folded
  *        layer k: Q(x) W_ih_k^T + b_ih_k  x: layer k-1's new h
@@ -28,7 +28,9 @@
  * batch with one scale: identical at B = 1, within rounding beyond).
  *
  * Kernels: AVX-512 VNNI, AVX2 (widened to 16 bits: exact for any int8
- * weights) and plain C, picked at run time on x86; plain C elsewhere.  The
+ * weights) and plain C, picked at run time on x86; on aarch64 NEON with
+ * USDOT/USMMLA (i8mm), SDOT (dotprod) or widening multiply-adds, picked at run
+ * time from getauxval(AT_HWCAP/AT_HWCAP2); plain C elsewhere.  The
  * result does not depend on the kernel or the thread count: every output is
  * summed in int32 by one thread, and the float arithmetic after it is the same.
  */
@@ -97,7 +99,7 @@ void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, 
 /* Q above, one row: xq (K), returns the scale, writes the zero point. */
 float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero);
 
-/* The kernel the CPU gets: "avx512vnni", "avx2" or "c". */
+/* The kernel the CPU gets: "avx512vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon" or "c". */
 const char *chargen_i8_kernel(void);
 
 /* Whether the library was built with threads (pool.h; else every step on the caller's). */

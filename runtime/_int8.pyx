@@ -63,7 +63,7 @@ cdef extern from "int8_step.h" nogil:
 
 
 def kernel():
-    """The int8 kernel this CPU gets: 'avx512vnni', 'avx2' or 'c'."""
+    """The int8 kernel this CPU gets: 'avx512vnni', 'avx2' (x86), 'neon-i8mm', 'neon-dotprod', 'neon' (aarch64) or 'c'."""
     return chargen_i8_kernel().decode()
 
 

@@ -23,8 +23,10 @@ QEMU = shutil.which("qemu-aarch64")
 SYSROOT = "/usr/aarch64-linux-gnu"  # libc6-dev-arm64-cross (comes with the compiler)
 INSTALL = "apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 
-# qemu's CPUs: max has NEON, dotprod and i8mm; cortex-a76 NEON and dotprod; cortex-a53 NEON only
-CPUS = ["max", "cortex-a76", "cortex-a53"]
+# qemu's CPUs and the int8 kernel each gets: max has NEON, dotprod and i8mm; cortex-a76 NEON and
+# dotprod; cortex-a53 NEON only
+KERNELS = {"max": "neon-i8mm", "cortex-a76": "neon-dotprod", "cortex-a53": "neon"}
+CPUS = list(KERNELS)
 # the C tests' own flags (ckit: -O2), and setup.py's for the extensions' C files
 OPTS = {"O2": [], "setup": ["-O3", "-fno-trapping-math"]}
 TIMEOUT = 300  # seconds a run may take under emulation (the slowest, test_sampler, ~7 s on an idle core)
@@ -79,20 +81,29 @@ def native_golden(tmp_path_factory) -> list[str]:
 
 @pytest.mark.parametrize("opt", OPTS, ids=list(OPTS))
 def test_gru_train(tmp_path, opt):
-    checks, failed = summary(cross_run(tmp_path, ["gru_train.c", "test_gru_train.c"], OPTS[opt]), "test_gru_train")
+    checks, failed = summary(cross_run(tmp_path, ["gru_gates.c", "gru_train.c", "test_gru_train.c"], OPTS[opt]), "test_gru_train")
     assert failed == 0 and checks >= 8
 
 
 def int8_sources() -> list[str]:
-    return ["int8_step.c", "pool.c", "gru_train.c", "test_int8_step.c"]
+    return ["int8_step.c", "pool.c", "gru_gates.c", "test_int8_step.c"]
 
 
 @pytest.mark.parametrize("cpu", CPUS)
 @pytest.mark.parametrize("opt", OPTS, ids=list(OPTS))
 def test_int8_step(tmp_path, opt, cpu):
+    """Each ARM kernel, picked at run time by the CPU's features, gives the plain loops' results."""
     out = cross_run(tmp_path, int8_sources(), ["-pthread", *OPTS[opt]], cpu)
     checks, failed = summary(out, "test_int8_step")
     assert failed == 0 and checks >= 40, out
+    assert f"(kernel {KERNELS[cpu]}," in out
+
+
+def test_int8_step_plain_c(tmp_path):
+    """CHARGEN_NO_NEON: the plain-C kernel on ARM too."""
+    out = cross_run(tmp_path, int8_sources(), ["-pthread", "-DCHARGEN_NO_NEON"])
+    checks, failed = summary(out, "test_int8_step")
+    assert failed == 0 and checks >= 40 and "(kernel c," in out, out
 
 
 # qemu-user 7.2 (Debian 12) aborts a program that starts a thread in a child forked while the
