@@ -46,7 +46,7 @@ cython -3 --module-name chargen.runtime._sampler "$ROOT/runtime/_sampler.pyx" -o
 cython -3 --module-name chargen.runtime._int8 "$ROOT/runtime/_int8.pyx" -o cy/_int8.c
 "${CC[@]}" cy/_sampler.c "$ROOT/csrc/sampler.c" -o pkg/chargen/runtime/_sampler.$SO
 "${CC[@]}" -fno-trapping-math -pthread cy/_int8.c "$ROOT"/csrc/int8_step.c "$ROOT"/csrc/pool.c \
-    "$ROOT"/csrc/gru_train.c -o pkg/chargen/runtime/_int8.$SO
+    "$ROOT"/csrc/gru_gates.c -o pkg/chargen/runtime/_int8.$SO
 
 cat > cpuinfo <<'EOF'
 processor	: 0

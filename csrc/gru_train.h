@@ -1,30 +1,15 @@
 /*
- * chargen GRU training kernels: the gate arithmetic of one time step, forward
- * and backward, for a batch, and dropout.  Pure C99: no Python headers, no
- * allocation.
+ * chargen GRU training kernels: the gate arithmetic of one time step backwards,
+ * for a batch, and dropout.  The forward step is gru_gates.h's (included
+ * here).  Pure C99: no Python headers, no allocation.
  *
  * The recurrent GEMMs stay with the caller's BLAS; these kernels replace the
  * dozen element-wise passes a framework makes per step with one pass each
  * (measured: 0.32 s of a 1.25 s training step of the tutorial model ran in
  * torch's element-wise ops).
  *
- * Gate order r, z, n with the reset gate applied after the recurrent product
- * (torch.nn.GRU, ONNX linear_before_reset=1):
- *
- *   r = sigmoid(gi_r + gh_r + b_r)          z = sigmoid(gi_z + gh_z + b_z)
- *   n = tanh(gi_n + r * (gh_n + b_n))       h = (1 - z) * n + z * h_prev
- *
- * Layouts, all row-major and contiguous:
- *   gi     (B, 3H)  x @ W_ih^T + b_ih, the input projection of this step
- *   gh     (B, 3H)  h_prev @ W_hh^T, without its bias
- *   b_hh   (3H)
- *   gates  (B, 4H)  [r z n gh_n + b_n]: everything the backward needs
- *   h, h_prev, d_out, dh_rec, carry  (B, H)
- *
- * float: sigmoid and tanh come from one exp2 polynomial (relative error
- * below 2e-7, inputs clamped where the result saturates), vectorised, with an
- * AVX2 build picked at run time on x86.  double: libm's exp, for the tests
- * that check the gradient in float64.
+ * Gate order and layouts: gru_gates.h.  Besides its layouts:
+ *   d_out, dh_rec, carry  (B, H)
  */
 #ifndef CHARGEN_GRU_TRAIN_H
 #define CHARGEN_GRU_TRAIN_H
@@ -32,17 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gru_gates.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Writes gates and h for one step. */
-void chargen_gru_forward_f32(size_t B, size_t H, const float *gi, const float *gh,
-                             const float *b_hh, const float *h_prev,
-                             float *gates, float *h);
-void chargen_gru_forward_f64(size_t B, size_t H, const double *gi, const double *gh,
-                             const double *b_hh, const double *h_prev,
-                             double *gates, double *h);
 
 /* The step backwards.  The gradient reaching h is
  *   dh = dh_rec + carry + d_out

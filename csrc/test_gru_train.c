@@ -1,4 +1,5 @@
-/* Tests of csrc/gru_train.c on its own: cc -std=c99 gru_train.c test_gru_train.c -lm
+/* Tests of csrc/gru_train.c and gru_gates.c on their own:
+ *   cc -std=c99 gru_gates.c gru_train.c test_gru_train.c -lm
  *
  * - the float kernels agree with the double ones (libm exp/tanh) to 2e-6,
  *   including saturated gates;

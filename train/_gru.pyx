@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: initializedcheck=False, embedsignature=True
-"""The GRU training kernels of csrc/gru_train.c for FusedGRU: one step's gate
+"""The GRU training kernels of csrc/gru_gates.c (forward) and gru_train.c for FusedGRU: one step's gate
 arithmetic, forward and backward, in one pass each.
 
     forward_step(gi, gh, b_hh, h_prev, gates, h)
@@ -9,7 +9,7 @@ arithmetic, forward and backward, in one pass each.
     dropout_apply(x, mask, scale, y)     y = x * mask * scale, 1-D arrays
 
 Arguments are C-contiguous float32 or float64 arrays (all of one dtype) with
-the shapes of csrc/gru_train.h: gi, gh, d_gi, d_gh (B, 3H); gates (B, 4H);
+the shapes of csrc/gru_gates.h and gru_train.h: gi, gh, d_gi, d_gh (B, 3H); gates (B, 4H);
 b_hh (3H,); the rest (B, H). d_out and dh_rec may be None. Outputs are
 written in place; nothing is allocated.
 """

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
     ids=["dispatch", "no-avx512", "no-avx2", "no-threads"],
 )
 def test_c_int8_step(tmp_path, flags, kernel):
-    out = build_and_run(tmp_path, ["int8_step.c", "pool.c", "gru_train.c", "test_int8_step.c"], ["-pthread", *flags])
+    out = build_and_run(tmp_path, ["int8_step.c", "pool.c", "gru_gates.c", "test_int8_step.c"], ["-pthread", *flags])
     m = re.search(r"test_int8_step: (\d+) checks, (\d+) failed \(kernel (\w+), threads (\d)\)", out)
     assert m and int(m.group(2)) == 0 and int(m.group(1)) >= 40, out
     if kernel:
