@@ -301,7 +301,7 @@ class _CompletionResponse(Response):
     async def __call__(self, scope, receive, send) -> None:
         comp = self.comp
         state = comp.state
-        state.live.add(comp)
+        state.live.add(comp)  # (already there since it was queued; drain() waits for it)
         listener = asyncio.ensure_future(self._listen(receive))
         status = "200"
         try:
@@ -325,7 +325,10 @@ class _CompletionResponse(Response):
             comp.pull()
             if comp.done or comp.closed or comp.error is not None:
                 break
-            await comp.wake.wait()
+            try:  # woken when the jobs finish; meanwhile take their characters now and then
+                await asyncio.wait_for(comp.wake.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
             comp.wake.clear()
         if comp.closed:
             return "499"
@@ -625,6 +628,7 @@ async def _prepare(request: Request, state: _State) -> _Completion:
     except Draining:
         raise ApiError(503, "the server is shutting down; try another replica", code="unavailable",
                        headers={"retry-after": "1"}) from None
+    state.live.add(comp)
     state.metrics.prompt_characters.inc(comp.prompt_chars * req.n)
     return comp
 

@@ -163,3 +163,20 @@ def test_cli_errors(model_path, tmp_path):
         taken.listen(1)
         r = gen("--model", str(model_path), "--port", str(taken.getsockname()[1]))
     assert r.returncode == 1 and "cannot listen on 127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_without_the_serve_extra_gen_serve_says_what_to_install(model_path):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("fastapi", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["gen", "serve", "--model", {str(model_path)!r}, "--port", "0"]
+from chargen.cli import main
+main()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert 'is not installed: pip install "chargen[serve]"' in out.stderr
