@@ -254,6 +254,16 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def _engine_words(model, engine: str) -> str:
+    """Who runs the step, in words: 'onnxruntime' or chargen's step with its kernel and threads."""
+    if engine != "chargen":
+        return "onnxruntime"
+    from chargen.runtime import _int8
+
+    threads = model.int8_step.threads or "one per CPU"
+    return f"chargen's int8 step ({_int8.kernel()} kernel, {threads} thread(s))"
+
+
 @app.command()
 def sample(
     model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
@@ -269,6 +279,7 @@ def sample(
     unknown: Annotated[str, typer.Option(help="Characters of the start string that the model does not know: error or skip.")] = "error",
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
     engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say on stderr which device and engine run the step.")] = False,
 ):
     """Generate text from an exported model (ONNX + C sampler; no torch)."""
     from chargen.runtime.contract import ENGINES, UnknownCharactersError
@@ -295,6 +306,9 @@ def sample(
     if start is None:
         start = "\n" if "\n" in m.vocab else m.vocab.chars[0]
     generator = Generator(m, options, batch_size=num_samples)
+    if verbose:
+        typer.echo(f"{model}: {m.precision}, L={m.num_layers} H={m.hidden_size} V={m.vocab_size}; device {m.device}; "
+                   f"engine {_engine_words(m, generator.engine)}", err=True)
     try:
         generator.feed(start, unknown=unknown)
     except (UnknownCharactersError, ValueError) as e:
