@@ -236,7 +236,7 @@ def format_comparison(reports: list[dict]) -> str:
 
 def _engine(report: dict) -> str:
     if report.get("engine") == "chargen":
-        threads = report["threads"] or "OpenMP's default number of"
+        threads = report["threads"] or "one per CPU:"
         return f"chargen's int8 step in C ({threads} thread(s)) where a row says chargen ('graph us' is its step), else onnxruntime"
     return f"onnxruntime ({report['threads'] or 'its default: one per core,'} intra-op thread(s))"
 

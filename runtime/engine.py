@@ -4,30 +4,24 @@
     Model.load("model-int8.onnx", engine="chargen")      # or "onnxruntime"
     model.engine                                         # what was chosen
 
-Why a second engine: at batch 1 an int8 model's step is bound by onnxruntime's int8
-product, which ran at about half the speed of a plain AVX-512 VNNI loop on the 2-core
-EPYC and got no faster with a second thread (benchmarks/bench_gemv.c, bench_runtime.py).
-csrc/int8_step.c runs the whole step (products, gates, head) in C on its own threads (csrc/pool.c).
+chargen's int8 step (csrc/int8_step.c, on its own threads: csrc/pool.c) runs the whole step
+of an int8 model with onnxruntime's MatMulInteger weights (the export's default int8 kernel)
+in C: int8 products with the CPU's dot-product instructions, the gates, the float32 head.
 
-engine="auto" takes it for an int8 model with onnxruntime's MatMulInteger weights (the
-export's default int8 kernel) on the CPU, where the CPU has AVX-512 VNNI and the extension
-has threads (not on Windows), for generators of up to AUTO_MAX_BATCH streams: where it was measured
-faster (Generator.engine says which runs a generator). engine="chargen" takes it wherever it
-can run (its AVX2 and plain-C kernels were not measured against onnxruntime's), and
-raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime
-session is made either way: it is the reference.
+engine="auto" takes it on the CPU where it is faster than onnxruntime's int8 step: CPUs with
+AVX-512 VNNI and a threaded build, for batches of up to AUTO_MAX_BATCH streams (model.engine_for(B)
+and Generator.engine say who runs a batch). engine="chargen" takes it wherever it can run and
+raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime session
+is made either way: it is the reference, and runs what the step does not.
 
-Trust: the weights are the model file's own (chargen.runtime.onnx_file reads them, by the
-names export/graph.py gives them, contract.INT8_WEIGHTS), and before it is used the C step
-runs beside the onnxruntime session over CHECK_STEPS characters of a fixed text, each step
-from onnxruntime's state; logits or states further apart than TOLERANCE refuse it
-(EngineError, with the figure).
-Both quantize each stream's hidden state alike (DynamicQuantizeLinear) and sum the same
-int8 products exactly; they differ in the float rounding of the gates (a step's logits
-within 5e-6 on random models; over 1,000 free-running steps within 2e-6 where the model is
-not chaotic, as trained ones are not), and the C step quantizes per stream where the graph
-takes one scale for the whole batch, so a stream's text does not depend on the batch it
-runs in.
+Trust: the weights are the model file's own (chargen.runtime.onnx_file reads them by the names
+export/graph.py gives them, contract.INT8_WEIGHTS), and before it is used the C step runs beside
+the onnxruntime session over CHECK_STEPS characters, each step from onnxruntime's state; logits
+or states further apart than TOLERANCE refuse it (EngineError, with the figure). The two sum the
+same int8 products exactly but round the gates' float arithmetic differently, so greedy text
+agrees and sampled text is each engine's own; and the C step quantizes each stream with its own
+scale where the graph takes one for the whole batch, so a stream's text does not depend on the
+batch it runs in. docs/engines.md has the measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -37,10 +31,8 @@ import numpy as np
 from chargen.runtime import contract
 
 CHECK_STEPS = 48
-# engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime:
-# on the AVX-512 VNNI EPYC the step was 1.9x onnxruntime's at batch 1, 1.55x at 2, 1.0-1.1x at
-# 3-4 (1.4x onnxruntime without spinning, as planned() opens it), and 0.6-0.8x from 8 to 64,
-# where onnxruntime's int8 GEMM kernel uses the CPU better.
+# engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime,
+# whose int8 GEMM is the faster from batch 8 up (docs/engines.md)
 AUTO_MAX_BATCH = 4
 TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
 
@@ -75,8 +67,7 @@ def planned(engine: str, device: str, path) -> bool:
     session (the reference the step is checked against, and what runs the larger batches under
     'auto') gets its thread count given explicitly and intra-op spinning off: left to its
     defaults, onnxruntime pins its threads to cores and keeps them spinning for ~50 ms after
-    each run, and the step's threads beside them stalled (the first step after load took 55 ms,
-    and in a process that ran both, the step was 2x slower in half the runs)."""
+    each run, which stalls the step's own threads beside them."""
     from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
     if engine == "onnxruntime" or device == "cuda":

@@ -23,11 +23,9 @@ from chargen.runtime.contract import Vocab
 
 DEVICES = ("auto", "cpu", "cuda")
 
-# Session defaults, measured on the 2-core machine with the tutorial model, fp32 and int8,
-# batch 1 and 64, configurations interleaved (benchmarks/bench_runtime.py --sweep): onnxruntime's
-# own thread count (one per physical core) with spinning on is the fastest or level everywhere
-# (fp32 batch 1: 163 us/step against 288 us with one thread; batch 64: 1.55 ms against 2.7 ms,
-# int8), so the runtime keeps them; threads=1 or allow_spinning=0 save CPU on a busy machine.
+# Sessions keep onnxruntime's own thread count (one per physical core) with spinning on: the
+# fastest or level at batch 1 and 64, fp32 and int8 (benchmarks/bench_runtime.py --sweep;
+# docs/speed.md); threads=1 or allow_spinning=0 save CPU on a busy machine.
 
 
 class ModelError(ValueError):
@@ -135,7 +133,7 @@ class Model:
         """Open a chargen .onnx model on device 'auto' (CUDA if really usable, else CPU), 'cpu'
         or 'cuda'. threads: onnxruntime intra-op threads, and the threads of chargen's int8
         step where it runs (default: onnxruntime's, one per physical core, measured fastest;
-        the step's: OpenMP's). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
+        the step's: one per CPU the process may run on). cuda_graph: capture CUDA graphs for the step on CUDA (ignored on CPU).
         session_config: extra onnxruntime session config entries (e.g.
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
