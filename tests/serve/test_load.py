@@ -64,7 +64,9 @@ def test_64_concurrent_streams_each_equal_to_its_request_alone(which, request):
         assert r["texts"][0] == want, f"client {i}: its text differs from the same request served alone"
     # they were batched: many characters per step
     assert chars1 - chars0 == sum(b["max_tokens"] for b in bodies)
-    assert (chars1 - chars0) / (steps1 - steps0) >= 8
+    ratio = (chars1 - chars0) / (steps1 - steps0)
+    print(f"{which}: {ratio:.1f} characters per step")
+    assert ratio >= 4  # 20-27 here: the clients overlap
     assert server.metric("chargen_active_slots") == 0
 
 
