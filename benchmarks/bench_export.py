@@ -65,7 +65,9 @@ def parse_args():
 def build_variants(args):
     import torch
 
-    from chargen.export.graph import GraphOptions, build_graph, build_gru_op_graph
+    from graph_variants import GraphOptions, build_graph, build_gru_op_graph
+
+    from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8, torch_weights
     from chargen.runtime.contract import Vocab
     from chargen.train.model import CharGRU, ModelConfig
@@ -84,8 +86,8 @@ def build_variants(args):
 
     cfg = asdict(model.config)
     w = torch_weights(model)
-    fp32 = build_graph(w, cfg, vocab)
-    int8_fp32 = build_graph(w, cfg, vocab, precision="int8")
+    fp32 = build_step_graph(w, cfg, vocab)
+    int8_fp32 = build_step_graph(w, cfg, vocab, precision="int8")
     nofold, two = GraphOptions(fold_hh_bias=False), GraphOptions(fused_gates=False)
     makers = {
         "gru-op": lambda: build_gru_op_graph(w, cfg, vocab),

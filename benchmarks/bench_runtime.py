@@ -46,7 +46,9 @@ ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" 
 def build_models(tmp: Path, E: int, H: int, L: int):
     import onnx
 
-    from chargen.export.graph import build_step_graph, random_weights
+    from graph_variants import random_weights
+
+    from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8
     from chargen.runtime.contract import Vocab
 

@@ -72,7 +72,9 @@ def pct(xs, q):
 def tutorial_models(folder: Path) -> tuple[Path, Path]:
     import onnx
 
-    from chargen.export.graph import build_graph, random_weights
+    from graph_variants import random_weights
+
+    from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8
     from chargen.runtime import Vocab
 
@@ -81,8 +83,8 @@ def tutorial_models(folder: Path) -> tuple[Path, Path]:
     config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
     weights = random_weights(len(vocab), E, H, L, seed=0, head_scale=8)
     fp32, int8 = folder / "tutorial.onnx", folder / "tutorial-int8.onnx"
-    onnx.save(build_graph(weights, config, vocab, corpus="random", precision="fp32"), fp32)
-    onnx.save(quantize_int8(build_graph(weights, config, vocab, corpus="random", precision="int8")), int8)
+    onnx.save(build_step_graph(weights, config, vocab, corpus="random", precision="fp32"), fp32)
+    onnx.save(quantize_int8(build_step_graph(weights, config, vocab, corpus="random", precision="int8")), int8)
     return fp32, int8
 
 

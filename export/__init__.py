@@ -11,9 +11,6 @@ Names load lazily, so importing chargen.export (or chargen.export.evaluate) neve
 
 _LAZY = {
     "build_step_graph": "chargen.export.graph",
-    "build_graph": "chargen.export.graph",
-    "build_gru_op_graph": "chargen.export.graph",
-    "GraphOptions": "chargen.export.graph",
     "GraphError": "chargen.export.graph",
     "export_checkpoint": "chargen.export.onnx_export",
     "model_to_onnx": "chargen.export.onnx_export",

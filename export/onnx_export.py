@@ -33,7 +33,7 @@ import onnx
 import torch
 
 from chargen.export.evaluate import EvalError, EvalResult, OnnxModel, encode_text, nll_sum
-from chargen.export.graph import HEAD_MATMUL, PRECISIONS, GraphError, GraphOptions, build_graph
+from chargen.export.graph import HEAD_MATMUL, PRECISIONS, GraphError, build_step_graph
 from chargen.runtime.contract import DEFAULT_INT8_KERNEL, INT8_KERNEL_OPS, META_CONFIG, META_INT8_KERNEL, Vocab
 from chargen.train import checkpoint as ckpt
 from chargen.train.atomic import atomic_write
@@ -193,7 +193,6 @@ def model_to_onnx(
     corpus: str = "",
     val_loss: float | None = None,
     precision: str = "fp32",
-    options: GraphOptions = GraphOptions(),
     int8_kernel: str = DEFAULT_INT8_KERNEL,
 ) -> onnx.ModelProto:
     """The step graph of a torch CharGRU at a precision (fp32, fp16 or int8; int8_kernel: see
@@ -201,14 +200,8 @@ def model_to_onnx(
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     try:
-        proto = build_graph(
-            torch_weights(model),
-            _model_config(model),
-            vocab,
-            corpus=corpus,
-            val_loss=val_loss,
-            precision=precision,
-            options=options,
+        proto = build_step_graph(
+            torch_weights(model), _model_config(model), vocab, corpus=corpus, val_loss=val_loss, precision=precision
         )
     except GraphError as e:
         raise ExportError(str(e)) from None
@@ -459,7 +452,6 @@ def export_checkpoint(
     runs_dir: str | os.PathLike = "runs",
     steps: int = CHECK_STEPS,
     batch: int = CHECK_BATCH,
-    options: GraphOptions = GraphOptions(),
     int8_kernel: str = DEFAULT_INT8_KERNEL,
     status=None,
 ) -> ExportResult:
@@ -468,7 +460,6 @@ def export_checkpoint(
     checkpoint: a .pt file, a run folder, or None for the latest run under runs_dir.
     data: the corpus to check on (default: the checkpoint's, if it can be found).
     status: optional callable(str) told what is happening.
-    options: how the graph is written (tests pass deliberately wrong ones).
     int8_kernel: "dynamic" (default) or "nbits", for precision int8 (see quantize_int8).
     """
     t0 = time.perf_counter()
@@ -489,7 +480,7 @@ def export_checkpoint(
     corpus = str(cp.get("corpus") or "")
 
     say(f"building the {precision} step graph")
-    proto = model_to_onnx(model, vocab, corpus=corpus, val_loss=val_loss, precision=precision, options=options,
+    proto = model_to_onnx(model, vocab, corpus=corpus, val_loss=val_loss, precision=precision,
                           int8_kernel=int8_kernel)
     data_bytes = proto.SerializeToString()
     if len(data_bytes) > MAX_PROTO_BYTES:

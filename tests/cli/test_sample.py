@@ -17,7 +17,9 @@ pytest.importorskip("onnxruntime")
 from typer.testing import CliRunner  # noqa: E402
 
 from chargen.cli import app  # noqa: E402
-from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
+from graph_variants import random_weights  # noqa: E402
+
+from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, Vocab  # noqa: E402
 from chargen.runtime.bench import StepSplit, compare_bench  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""The plain-op step graph against a float64 numpy reference of torch's GRU equations (no torch)."""
+"""The plain-op step graph, and the layouts of benchmarks/graph_variants.py, against a float64
+numpy reference of torch's GRU equations (no torch)."""
 
 import json
 
@@ -7,31 +8,32 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from chargen.export.graph import (
-    GraphError,
-    GraphOptions,
-    build_graph,
-    build_gru_op_graph,
-    build_step_graph,
-    numpy_step,
-)
+from graph_variants import GraphOptions, build_graph, build_gru_op_graph, random_weights
+
+from chargen.export.graph import GraphError, build_step_graph
 from chargen.runtime import contract
 from chargen.runtime.contract import Vocab
 
 
-def random_weights(V, E, H, L, seed=0):
-    rng = np.random.default_rng(seed)
-    w = {
-        "embedding.weight": rng.normal(size=(V, E)),
-        "head.weight": rng.normal(size=(V, H)) * 0.3,
-        "head.bias": rng.normal(size=V) * 0.1,
-    }
+def numpy_step(weights: dict, model_config: dict, tokens: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference step in float64 numpy, straight from torch's GRU equations
+    (no folding): (logits [B, V], h_out [L, B, H])."""
+    H, L = model_config["hidden_size"], model_config["layers"]
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    x = w["embedding.weight"][np.asarray(tokens, np.int64)]
+    h = np.asarray(h, np.float64)
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    outs = []
     for k in range(L):
-        w[f"rnn.weight_ih_l{k}"] = rng.normal(size=(3 * H, E if k == 0 else H)) * 0.3
-        w[f"rnn.weight_hh_l{k}"] = rng.normal(size=(3 * H, H)) * 0.3
-        w[f"rnn.bias_ih_l{k}"] = rng.normal(size=3 * H) * 0.3
-        w[f"rnn.bias_hh_l{k}"] = rng.normal(size=3 * H) * 0.3
-    return {k: v.astype(np.float32) for k, v in w.items()}
+        gi = x @ w[f"rnn.weight_ih_l{k}"].T + w[f"rnn.bias_ih_l{k}"]
+        gh = h[k] @ w[f"rnn.weight_hh_l{k}"].T + w[f"rnn.bias_hh_l{k}"]
+        r = sig(gi[:, :H] + gh[:, :H])
+        z = sig(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        x = (1 - z) * n + z * h[k]
+        outs.append(x)
+    logits = x @ w["head.weight"].T + w["head.bias"]
+    return logits, np.stack(outs)
 
 
 def setup(L, V=11, E=5, H=7):
@@ -86,6 +88,16 @@ def test_every_layout_variant_matches(L, fold, fused, gemm):
     assert rollout_diff(model, w, cfg) < 1e-5
     ops = [n.op_type for n in model.graph.node]
     assert ("Gemm" in ops) == gemm and "MatMul" in ops  # the head stays a MatMul (int8 excludes it by name)
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_default_variant_is_the_shipped_graph(L, precision):
+    """graph_variants.build_graph with GraphOptions() writes build_step_graph's graph, byte for byte."""
+    w, cfg, vocab = setup(L)
+    ship = build_step_graph(w, cfg, vocab, corpus="unit", val_loss=1.5, precision=precision)
+    variant = build_graph(w, cfg, vocab, corpus="unit", val_loss=1.5, precision=precision, options=GraphOptions())
+    assert ship.SerializeToString() == variant.SerializeToString()
 
 
 @pytest.mark.parametrize("L", [1, 2])

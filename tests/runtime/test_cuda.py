@@ -14,7 +14,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
+from graph_variants import random_weights  # noqa: E402
+
+from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import DeviceError, GenerationOptions, Generator, Model  # noqa: E402
 from chargen.runtime.contract import Vocab  # noqa: E402
 

@@ -12,7 +12,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from chargen.export.graph import GraphOptions, build_step_graph, random_weights  # noqa: E402
+from graph_variants import GraphOptions, random_weights  # noqa: E402
+
+from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
 from chargen.runtime import _int8, engine  # noqa: E402
 from chargen.runtime.model import physical_cores  # noqa: E402
@@ -27,7 +29,7 @@ def int8_model(make_model):
     """int8_model(path, L, H, ...): an int8 model file from random weights (tests/conftest.py):
     torch's init scale (rnn_scale=1) gives a contractive recurrence, as trained models have;
     rnn_scale=4 a chaotic one."""
-    def make(path, L, H, E=16, options=GraphOptions(), kernel="dynamic", seed=3, rnn_scale=1.0):
+    def make(path, L, H, E=16, options=None, kernel="dynamic", seed=3, rnn_scale=1.0):
         return make_model(path, "int8", layers=L, hidden=H, embedding=E, options=options, kernel=kernel, seed=seed,
                           rnn_scale=rnn_scale)
     return make

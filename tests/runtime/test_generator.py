@@ -11,7 +11,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from chargen.export.graph import build_step_graph, random_weights  # noqa: E402
+from graph_variants import random_weights  # noqa: E402
+
+from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, UnknownCharactersError, Vocab  # noqa: E402
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65

@@ -22,7 +22,9 @@ def write_models(folder: Path, E: int = 16, H: int = 64, L: int = 1, seed: int =
     """A random-weight model (sharp head, so texts are not uniform noise) as fp32 and int8 files."""
     import onnx
 
-    from chargen.export.graph import build_graph, random_weights
+    from graph_variants import random_weights
+
+    from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8
     from chargen.runtime import Vocab
 
@@ -30,8 +32,8 @@ def write_models(folder: Path, E: int = 16, H: int = 64, L: int = 1, seed: int =
     config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
     weights = random_weights(len(vocab), E, H, L, seed=seed, head_scale=8)
     fp32, int8 = folder / "tiny.onnx", folder / "tiny-int8.onnx"
-    onnx.save(build_graph(weights, config, vocab, corpus="random", precision="fp32"), fp32)
-    onnx.save(quantize_int8(build_graph(weights, config, vocab, corpus="random", precision="int8"),
+    onnx.save(build_step_graph(weights, config, vocab, corpus="random", precision="fp32"), fp32)
+    onnx.save(quantize_int8(build_step_graph(weights, config, vocab, corpus="random", precision="int8"),
                             kernel="dynamic"), int8)
     return fp32, int8
 
