@@ -157,15 +157,15 @@ def eval_(
     if unknown not in ("error", "skip"):
         fail(f"--unknown must be error or skip, not {unknown!r}")
     from chargen.export.cli_support import print_eval
-    from chargen.export.evaluate import EvalError, OnnxModel, evaluate_onnx, load_eval_text
+    from chargen.export.evaluate import EvalError, evaluate_checkpoint, evaluate_onnx, load_eval_text, open_model
 
     try:
         if model is not None:
-            onnx_model = OnnxModel(model)  # a bad model fails before the text is read
+            onnx_model = open_model(model)  # chargen.runtime.Model; a bad model fails before the text is read
             text_name, text = load_eval_text(data, split, val_fraction)
             result = evaluate_onnx(onnx_model, text, text_name=text_name, unknown=unknown)
         else:
-            from chargen.export.onnx_export import ExportError, evaluate_checkpoint, load_checkpoint
+            from chargen.export.onnx_export import ExportError, load_checkpoint
 
             try:
                 loaded = load_checkpoint(checkpoint)

@@ -4,7 +4,8 @@
 
 graph       build_step_graph(weights, model_config, vocab, ...): numpy + onnx, no torch
 onnx_export export_checkpoint(output, checkpoint, precision, ...): torch side, parity check, atomic write
-evaluate    OnnxModel, evaluate_onnx(model, text, ...): onnxruntime only, no torch
+evaluate    open_model (a chargen.runtime.Model), evaluate_onnx(model, text, ...): onnxruntime only;
+            evaluate_checkpoint(checkpoint, text, ...): torch
 
 Names load lazily, so importing chargen.export (or chargen.export.evaluate) never loads torch.
 """
@@ -16,11 +17,11 @@ _LAZY = {
     "model_to_onnx": "chargen.export.onnx_export",
     "quantize_int8": "chargen.export.onnx_export",
     "check_parity": "chargen.export.onnx_export",
-    "evaluate_checkpoint": "chargen.export.onnx_export",
     "ExportError": "chargen.export.onnx_export",
     "ExportResult": "chargen.export.onnx_export",
     "ParityReport": "chargen.export.onnx_export",
-    "OnnxModel": "chargen.export.evaluate",
+    "open_model": "chargen.export.evaluate",
+    "evaluate_checkpoint": "chargen.export.evaluate",
     "evaluate_onnx": "chargen.export.evaluate",
     "load_eval_text": "chargen.export.evaluate",
     "EvalError": "chargen.export.evaluate",

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import torch
 
-from chargen.export.evaluate import EvalError, EvalResult, OnnxModel, encode_text, nll_sum
+from chargen.export.evaluate import EvalError, greedy, nll_sum, open_model, rollout
 from chargen.export.graph import HEAD_MATMUL, PRECISIONS, GraphError, build_step_graph
 from chargen.runtime.contract import DEFAULT_INT8_KERNEL, INT8_KERNEL_OPS, META_CONFIG, META_INT8_KERNEL, Vocab
 from chargen.train import checkpoint as ckpt
@@ -54,7 +54,6 @@ __all__ = [
     "export_checkpoint",
     "write_atomic",
     "load_checkpoint",
-    "evaluate_checkpoint",
 ]
 
 FP32_TOLERANCE = 1e-4  # max |logits difference| of an fp32 export against torch
@@ -328,7 +327,7 @@ def check_parity(
     data = source if isinstance(source, bytes) else source.SerializeToString()
     report = ParityReport(precision, text, steps, (1, batch) if batch > 1 else (1,), greedy_steps=greedy_steps)
     try:
-        m = OnnxModel(data, name="the exported graph")
+        m = open_model(data)
     except EvalError as e:
         report.failures.append(str(e))
         return report
@@ -339,7 +338,7 @@ def check_parity(
         x, y = seq[:-1], seq[1:]
         ref, h_ref = _torch_logits(model, x)
         try:
-            got, h = m.rollout(x)
+            got, h = rollout(m, x)
         except Exception as e:  # an onnxruntime failure at run time
             report.failures.append(f"onnxruntime failed at batch {B}: {_one_line(e)[:200]}")
             return report
@@ -370,7 +369,7 @@ def check_parity(
     # greedy: decode with the graph; torch, teacher-forced on that text, must pick the same symbol each step
     if greedy_steps > 0:
         start = int(ids[0])
-        out = m.greedy(start, greedy_steps)
+        out = greedy(m, start, greedy_steps)
         seq = np.asarray([start] + out, np.int64)
         ref = _torch_logits(model, seq[:-1, None])[0][:, 0]
         choice = ref.argmax(axis=1)
@@ -518,7 +517,7 @@ def export_checkpoint(
     )
 
 
-# ---------------------------------------------------------------- eval of a checkpoint
+# ---------------------------------------------------------------- load a checkpoint
 
 
 def load_checkpoint(checkpoint: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs"):
@@ -529,33 +528,3 @@ def load_checkpoint(checkpoint: str | os.PathLike | None, runs_dir: str | os.Pat
     except ckpt.CheckpointError as e:
         raise ExportError(str(e)) from None
     return path, model, vocab, cp
-
-
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike | None | tuple,
-    text: str,
-    *,
-    text_name: str = "text",
-    unknown: str = "error",
-    runs_dir: str | os.PathLike = "runs",
-) -> EvalResult:
-    """Stateful loss of a torch checkpoint on `text`: the training loop's val_loss
-    (chargen.train.evaluate.stateful_loss). checkpoint: a path, a run folder, None
-    (the latest run), or what load_checkpoint returned. Raises ExportError/EvalError."""
-    from chargen.train.evaluate import stateful_loss
-
-    loaded = checkpoint if isinstance(checkpoint, tuple) else load_checkpoint(checkpoint, runs_dir)
-    path, model, vocab, _ = loaded
-    ids, skipped = encode_text(vocab, text, unknown)
-    if len(ids) < 2:
-        raise EvalError("the text needs at least 2 characters (after removing unknown ones) to measure a loss")
-    t0 = time.perf_counter()
-    loss = stateful_loss(model, ids)
-    return EvalResult(
-        model=f"{path} (torch)",
-        text=text_name,
-        loss=float(loss),
-        predictions=len(ids) - 1,
-        skipped=skipped,
-        seconds=time.perf_counter() - t0,
-    )

@@ -7,6 +7,7 @@ This module imports the standard library only, so torch-side code can use it.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -44,6 +45,11 @@ INT8_WEIGHTS = {
     "head_w_t": "head_w_t",  # [H, V] float32
     "head_b": "head_b",  # [V] float32
 }
+
+
+def bits_per_char(nats: float) -> float:
+    """A loss in nats per character (training's val_loss, META_VAL_LOSS, gen eval's) in bits."""
+    return nats / math.log(2)
 
 
 def int8_weight_names(layers: int) -> list[str]:

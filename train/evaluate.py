@@ -11,8 +11,6 @@ is all matrix-vector products); on CUDA it runs cuDNN's nn.GRU.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -172,6 +170,3 @@ def sample(model: CharGRU, start_ids: list[int], length: int, generator: torch.G
         logits, h = model(torch.tensor([[next_id]], device=device), h)
     return out
 
-
-def bits_per_char(loss: float) -> float:
-    return loss / math.log(2)

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from chargen.runtime.contract import Vocab
+from chargen.runtime.contract import Vocab, bits_per_char
 from chargen.train import checkpoint as ckpt
 from chargen.train.atomic import atomic_write
 from chargen.train import distributed, evaluate
@@ -506,7 +506,7 @@ def _train(ddp, device, config, corpus, out, preset, overrides, resume, stop_aft
                                         if ddp.is_main else [])
                 record["val_loss"] = val_loss
                 record["val_loss_windowed"] = total / count
-                record["val_bpc"] = evaluate.bits_per_char(val_loss)
+                record["val_bpc"] = bits_per_char(val_loss)
                 log(record)
                 torch.set_num_threads(train_threads) if device.type == "cpu" else None
                 console.print(f"step {step}: train {record['train_loss']:.4f}  val {val_loss:.4f} "
@@ -540,5 +540,5 @@ def _train(ddp, device, config, corpus, out, preset, overrides, resume, stop_aft
     result.step, result.best_val_loss = step, best_val_loss
     if step == total_steps:
         console.print(f"done: step {step}, best val_loss {best_val_loss:.4f} "
-                      f"({evaluate.bits_per_char(best_val_loss):.3f} bpc); checkpoints in {out}")
+                      f"({bits_per_char(best_val_loss):.3f} bpc); checkpoints in {out}")
     return result

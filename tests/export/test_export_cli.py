@@ -96,8 +96,7 @@ def test_eval_onnx_and_checkpoint_agree(exported, checkpoint_path, corpus_file):
 
 
 def test_eval_api_onnx_matches_torch_to_1e4(exported, checkpoint_path, corpus_file):
-    from chargen.export.evaluate import evaluate_onnx, load_eval_text
-    from chargen.export.onnx_export import evaluate_checkpoint
+    from chargen.export.evaluate import evaluate_checkpoint, evaluate_onnx, load_eval_text
 
     name, text = load_eval_text(corpus_file, "all")
     a = evaluate_onnx(exported[0], text, text_name=name, progress=False)
@@ -134,14 +133,14 @@ def test_eval_onnx_needs_no_torch(exported, corpus_file):
 def test_eval_rejects_files_that_are_not_chargen_models(tmp_path, corpus_file):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00not a model at all" * 10)
-    assert_one_line_error(invoke("eval", "--model", junk, "--data", corpus_file), "not a loadable ONNX model")
+    assert_one_line_error(invoke("eval", "--model", junk, "--data", corpus_file), "is not an ONNX model")
     plain = tmp_path / "plain.onnx"
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), plain)
     assert_one_line_error(invoke("eval", "--model", plain, "--data", corpus_file), "not a chargen model")
-    assert_one_line_error(invoke("eval", "--model", tmp_path / "none.onnx", "--data", corpus_file), "no model at")
+    assert_one_line_error(invoke("eval", "--model", tmp_path / "none.onnx", "--data", corpus_file), "no such model file")
     assert_one_line_error(invoke("eval", "--data", corpus_file), "exactly one of")
     assert_one_line_error(invoke("eval", "--model", plain, "--split", "test"), "unknown split")
 
