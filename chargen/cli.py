@@ -41,6 +41,23 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+# The modules a stage imports that only an extra brings (pyproject.toml), by extra.
+_EXTRA_OF = {"torch": "train", "onnx": "train", "onnx_ir": "train", "matplotlib": "train", "onnxruntime": "cpu"}
+
+
+@contextlib.contextmanager
+def _needs_extras():
+    """A stage imported without its extra ends in one line naming the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        extra = _EXTRA_OF.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        gpu = ' (or "chargen[gpu]" for NVIDIA GPUs)' if extra == "cpu" else ""
+        fail(f'{e.name} is not installed: pip install "chargen[{extra}]"{gpu}')
+
+
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
@@ -77,7 +94,8 @@ def train(
     stop_after: Annotated[Optional[int], typer.Option(help="Checkpoint and stop after this step, keeping the full run's schedule; continue later with --resume.")] = None,
 ):
     """Train a character-level GRU on a text (corpus -> checkpoint)."""
-    from chargen.train.loop import TrainingError, run_training
+    with _needs_extras():
+        from chargen.train.loop import TrainingError, run_training
 
     overrides = dict(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
@@ -124,13 +142,17 @@ def export(
     if check_steps < 1000:
         fail(f"--check-steps must be at least 1000, got {check_steps}")
     from chargen.export.cli_support import print_export
-    from chargen.export.onnx_export import ExportError, export_checkpoint
+
+    with _needs_extras():
+        from chargen.export.onnx_export import ExportError, export_checkpoint
+
+        import onnxruntime  # noqa: F401  (the export checks itself with it: cpu or gpu)
 
     from rich.console import Console
 
     console = Console(stderr=True)
     try:
-        with console.status("exporting", spinner="dots") as status:
+        with _needs_extras(), console.status("exporting", spinner="dots") as status:
             result = export_checkpoint(
                 output, checkpoint, precision, data=data, steps=check_steps, int8_kernel=int8_kernel,
                 status=lambda msg: status.update(msg),
@@ -165,7 +187,8 @@ def eval_(
             text_name, text = load_eval_text(data, split, val_fraction)
             result = evaluate_onnx(onnx_model, text, text_name=text_name, unknown=unknown)
         else:
-            from chargen.export.onnx_export import ExportError, load_checkpoint
+            with _needs_extras():
+                from chargen.export.onnx_export import ExportError, load_checkpoint
 
             try:
                 loaded = load_checkpoint(checkpoint)
