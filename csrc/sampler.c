@@ -621,15 +621,23 @@ static int check_all(const float *logits, int V, double temperature,
 
 /* ---------------------------------------------------------------- API */
 
-int chargen_sample(const float *logits, int V, double temperature, int top_k,
-                   double top_p, chargen_rng *rng, void *scratch) {
+/* one draw from a row whose arguments were checked: the id, or a status (then no randomness
+ * was used) */
+static int draw(const float *x, int V, double temperature, int top_k, double top_p, chargen_rng *rng,
+                void *scratch) {
     dist_t d;
-    int st = check_all(logits, V, temperature, top_p, rng, scratch);
-    if (st != CHARGEN_OK) return st;
-    if (temperature == 0.0) return greedy(logits, V);
-    st = prepare(logits, V, temperature, top_k, top_p, scratch, &d);
+    int st;
+    if (temperature == 0.0) return greedy(x, V);
+    st = prepare(x, V, temperature, top_k, top_p, scratch, &d);
     if (st != CHARGEN_OK) return st;
     return pick_linear(&d, chargen_rng_uniform(rng));
+}
+
+int chargen_sample(const float *logits, int V, double temperature, int top_k,
+                   double top_p, chargen_rng *rng, void *scratch) {
+    int st = check_all(logits, V, temperature, top_p, rng, scratch);
+    if (st != CHARGEN_OK) return st;
+    return draw(logits, V, temperature, top_k, top_p, rng, scratch);
 }
 
 int chargen_sample_n(const float *logits, int V, double temperature, int top_k,
@@ -685,18 +693,6 @@ int chargen_sample_batch(const float *logits, int64_t B, int V, int64_t ld,
     return CHARGEN_OK;
 }
 
-/* one row of chargen_sample_rows: the id, or a status (no randomness used on error) */
-static int sample_row(const float *x, int V, double temperature, int top_k, double top_p, chargen_rng *rng,
-                      void *scratch) {
-    dist_t d;
-    int st = check_params(temperature, top_p);
-    if (st != CHARGEN_OK) return st;
-    if (temperature == 0.0) return greedy(x, V);
-    st = prepare(x, V, temperature, top_k, top_p, scratch, &d);
-    if (st != CHARGEN_OK) return st;
-    return pick_linear(&d, chargen_rng_uniform(rng));
-}
-
 int chargen_sample_rows(const float *logits, int64_t B, int V, int64_t ld,
                         const double *temperature, const int32_t *top_k,
                         const double *top_p, const uint8_t *active,
@@ -713,7 +709,8 @@ int chargen_sample_rows(const float *logits, int64_t B, int V, int64_t ld,
     for (b = 0; b < B; b++) {
         int id;
         if (active && !active[b]) continue;
-        id = sample_row(logits + b * ld, V, temperature[b], top_k[b], top_p[b], &rngs[b], scratch);
+        id = check_params(temperature[b], top_p[b]);
+        if (id == CHARGEN_OK) id = draw(logits + b * ld, V, temperature[b], top_k[b], top_p[b], &rngs[b], scratch);
         if (id < 0) {
             int64_t r;
             for (r = 0; r < b; r++)
