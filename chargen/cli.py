@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from chargen.runtime.contract import ENGINES, INT8_KERNEL_OPS
+from chargen.train.config import PRESETS
 
 app = typer.Typer(
     add_completion=False,
@@ -58,12 +62,33 @@ def _needs_extras():
         fail(f'{e.name} is not installed: pip install "chargen[{extra}]"{gpu}')
 
 
+def _choices(name: str, values) -> type[Enum]:
+    """A str Enum of the values: typer lists them in --help and refuses any other (usage error, exit 2)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def _value(choice: Optional[Enum]) -> Optional[str]:
+    return None if choice is None else choice.value
+
+
+# The choices of the options (the runtime's, the export's, training's), one Enum each.
+Device = _choices("Device", ("auto", "cpu", "cuda"))
+Engine = _choices("Engine", ENGINES)
+Unknown = _choices("Unknown", ("error", "skip"))
+Precision = _choices("Precision", ("fp32", "fp16", "int8"))
+Int8Kernel = _choices("Int8Kernel", INT8_KERNEL_OPS)
+Split = _choices("Split", ("val", "all"))
+Preset = _choices("Preset", PRESETS)
+Schedule = _choices("Schedule", ("constant", "cosine"))
+TrainPrecision = _choices("TrainPrecision", ("auto", "fp32", "bf16"))
+
+
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file, or folder of .txt files. Default: tiny-shakespeare (shipped with chargen).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints, metrics.jsonl and loss.png. Default: runs/<corpus name>.")] = None,
-    preset: Annotated[str, typer.Option(help="Starting recipe: 'tutorial' (the TF tutorial's model, exactly) or 'best' (the README's quality recipe). Options below override it.")] = "tutorial",
+    preset: Annotated[Preset, typer.Option(help="Starting recipe: 'tutorial' (the TF tutorial's model, exactly) or 'best' (the README's quality recipe). Options below override it.")] = Preset("tutorial"),
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. [tutorial: 10]")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs if fewer).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per step. [64]")] = None,
@@ -76,7 +101,7 @@ def train(
     input_dropout: Annotated[Optional[float], typer.Option(help="Drop this fraction of input characters: the GRU sees a zero embedding there. [0.0]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [1e-3]")] = None,
     min_lr: Annotated[Optional[float], typer.Option(help="Final learning rate of the cosine schedule. [1e-4]")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: constant or cosine (with warm-up). [constant]")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule: cosine has a warm-up. [constant]")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warm-up steps. [0]")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay. [0.0]")] = None,
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this. [5.0]")] = None,
@@ -88,8 +113,8 @@ def train(
     log_interval: Annotated[Optional[int], typer.Option(help="Write a metrics line every N steps. [10]")] = None,
     sample_length: Annotated[Optional[int], typer.Option(help="Characters sampled at each evaluation. [200]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same run. [1337]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [auto]")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="The GEMMs' arithmetic: fp32, or bf16 (bfloat16 products, float32 sums and state); auto = bf16 on CUDA and on CPUs that multiply bf16 natively (AVX512_BF16, AMX), else fp32. [auto]")] = None,
+    device: Annotated[Optional[Device], typer.Option(help="auto: CUDA if usable, else the CPU. [auto]")] = None,
+    precision: Annotated[Optional[TrainPrecision], typer.Option(help="The GEMMs' arithmetic: fp32, or bf16 (bfloat16 products, float32 sums and state); auto = bf16 on CUDA and on CPUs that multiply bf16 natively (AVX512_BF16, AMX), else fp32. [auto]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     stop_after: Annotated[Optional[int], typer.Option(help="Checkpoint and stop after this step, keeping the full run's schedule; continue later with --resume.")] = None,
 ):
@@ -101,14 +126,14 @@ def train(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
         embedding_dim=embedding_dim, hidden_size=hidden_size, layers=layers, dropout=dropout, weight_drop=weight_drop,
         input_dropout=input_dropout,
-        lr=lr, min_lr=min_lr, schedule=schedule, warmup_steps=warmup_steps,
+        lr=lr, min_lr=min_lr, schedule=_value(schedule), warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip, ema=ema, val_fraction=val_fraction,
         stateful=stateful, state_reset=state_reset,
         eval_interval=eval_interval, log_interval=log_interval, sample_length=sample_length,
-        seed=seed, device=device, precision=precision,
+        seed=seed, device=_value(device), precision=_value(precision),
     )
     try:
-        result = run_training(data=data, out=out, preset=preset, overrides=overrides, resume=resume,
+        result = run_training(data=data, out=out, preset=preset.value, overrides=overrides, resume=resume,
                               stop_after=stop_after)
     except TrainingError as e:
         fail(str(e))
@@ -124,21 +149,18 @@ def train(
 def export(
     output: Annotated[Path, typer.Argument(help="The .onnx file to write (its folder must exist).")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file or run folder. Default: the best checkpoint of the most recent run under runs/.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (half the size) or int8 (a quarter; recurrent weights quantized).")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="fp16: half the size; int8: a quarter (recurrent weights quantized).")] = Precision("fp32"),
     data: Annotated[Optional[Path], typer.Option(help="Text to check the export on (its validation split). Default: the checkpoint's corpus if found, else a pseudo-random sequence.")] = None,
     check_steps: Annotated[int, typer.Option(help="Teacher-forced steps of the parity check, per stream.")] = 1000,
-    int8_kernel: Annotated[Optional[str], typer.Option(help="For --precision int8: dynamic (MatMulInteger, per-channel scales: full speed on any CPU and onnxruntime) or nbits (onnxruntime's MatMulNBits, per-block scales: 2-3x closer to fp32 in the logits; faster at batch 1 on AVX-512 VNNI CPUs, slower on AVX2-only ones; needs onnxruntime >= 1.22, >= 1.23 on ARM64). [dynamic]")] = None,
+    int8_kernel: Annotated[Optional[Int8Kernel], typer.Option(help="For --precision int8: dynamic (MatMulInteger, per-channel scales: full speed on any CPU and onnxruntime) or nbits (onnxruntime's MatMulNBits, per-block scales: 2-3x closer to fp32 in the logits; faster at batch 1 on AVX-512 VNNI CPUs, slower on AVX2-only ones; needs onnxruntime >= 1.22, >= 1.23 on ARM64). [dynamic]")] = None,
 ):
     """Export a checkpoint to a self-describing ONNX step graph, checked against torch first."""
-    if precision not in ("fp32", "fp16", "int8"):
-        fail(f"unknown precision {precision!r}; use fp32, fp16 or int8")
-    from chargen.runtime.contract import DEFAULT_INT8_KERNEL, INT8_KERNEL_OPS
+    from chargen.runtime.contract import DEFAULT_INT8_KERNEL
 
+    precision = precision.value
     if int8_kernel is not None and precision != "int8":
         fail(f"--int8-kernel is for --precision int8, not {precision}")
-    int8_kernel = int8_kernel or DEFAULT_INT8_KERNEL
-    if int8_kernel not in INT8_KERNEL_OPS:
-        fail(f"unknown --int8-kernel {int8_kernel!r}; use {' or '.join(INT8_KERNEL_OPS)}")
+    int8_kernel = _value(int8_kernel) or DEFAULT_INT8_KERNEL
     if check_steps < 1000:
         fail(f"--check-steps must be at least 1000, got {check_steps}")
     from chargen.export.cli_support import print_export
@@ -167,17 +189,14 @@ def eval_(
     model: Annotated[Optional[Path], typer.Option(help="A chargen .onnx model (onnxruntime; no torch needed).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A torch checkpoint file or run folder instead of --model.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="UTF-8 text file or folder of .txt files. Default: tiny-shakespeare.")] = None,
-    split: Annotated[str, typer.Option(help="val: the last --val-fraction of the text (as in training); all: the whole text.")] = "val",
+    split: Annotated[Split, typer.Option(help="val: the last --val-fraction of the text (as in training); all: the whole text.")] = Split("val"),
     val_fraction: Annotated[float, typer.Option(help="The fraction of the text that validates, as in training.")] = 0.1,
-    unknown: Annotated[str, typer.Option(help="Characters the model's vocabulary lacks: error, or skip them.")] = "error",
+    unknown: Annotated[Unknown, typer.Option(help="Characters the model's vocabulary lacks: error, or skip them.")] = Unknown("error"),
 ):
     """Loss (nats/char) and bits per char of a model on a text: one stateful pass."""
     if (model is None) == (checkpoint is None):
         fail("give exactly one of --model FILE.onnx or --checkpoint PATH")
-    if split not in ("val", "all"):
-        fail(f"unknown split {split!r}; use val or all")
-    if unknown not in ("error", "skip"):
-        fail(f"--unknown must be error or skip, not {unknown!r}")
+    split, unknown = split.value, unknown.value
     from chargen.export.cli_support import print_eval
     from chargen.export.evaluate import EvalError, evaluate_checkpoint, evaluate_onnx, load_eval_text, open_model
 
@@ -239,8 +258,8 @@ def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "
         fail(str(e))
 
 
-_ENGINE_HELP = ("Who runs the step: onnxruntime, chargen (chargen's int8 step in C, for int8 models on the CPU) "
-                "or auto (chargen's where it was measured faster: CPUs with AVX-512 VNNI, batches of up to 4 streams).")
+_ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: chargen's "
+                "where it was measured faster (CPUs with AVX-512 VNNI, batches of up to 4 streams), else onnxruntime.")
 _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 
@@ -298,26 +317,22 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same model, options and seed, same text. Default: a fresh one.")] = None,
     num_samples: Annotated[int, typer.Option(help="Samples to generate together as one batch; printed one after another.")] = 1,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample once it has generated this text (repeat for several; \\n and \\t are read as newline and tab).")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA if usable, else CPU), cpu or cuda.")] = "auto",
-    unknown: Annotated[str, typer.Option(help="Characters of the start string that the model does not know: error or skip.")] = "error",
+    device: Annotated[Device, typer.Option(help="auto: CUDA if usable, else the CPU.")] = Device("auto"),
+    unknown: Annotated[Unknown, typer.Option(help="Characters of the start string that the model does not know: error, or skip them.")] = Unknown("error"),
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "auto",
+    engine: Annotated[Engine, typer.Option(help=_ENGINE_HELP)] = Engine("auto"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say on stderr which device and engine run the step.")] = False,
 ):
     """Generate text from an exported model (ONNX + C sampler; no torch)."""
-    from chargen.runtime.contract import ENGINES, UnknownCharactersError
+    from chargen.runtime.contract import UnknownCharactersError
     from chargen.runtime.generator import GenerationOptions, Generator
+
+    device, unknown, engine = device.value, unknown.value, engine.value
 
     if length < 0:
         fail(f"--length must be >= 0, not {length}")
     if num_samples < 1:
         fail(f"--num-samples must be >= 1, not {num_samples}")
-    if unknown not in ("error", "skip"):
-        fail(f"--unknown must be error or skip, not {unknown!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda, not {device!r}")
-    if engine not in ENGINES:
-        fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {engine!r}")
     try:
         options = GenerationOptions(
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=length,
@@ -377,9 +392,9 @@ def sample(
 @app.command()
 def bench(
     model: Annotated[list[Path], typer.Option("--model", "-m", help=_MODEL_HELP + " Repeat it to compare models, measured in turns.")],
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="auto: CUDA if usable, else the CPU.")] = Device("auto"),
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    engine: Annotated[Optional[list[str]], typer.Option(help=_ENGINE_HELP + " Once for every model, or once per --model, in order (the same model twice with --engine onnxruntime --engine chargen compares the engines). [auto]")] = None,
+    engine: Annotated[Optional[list[Engine]], typer.Option(help=_ENGINE_HELP + " Once for every model, or once per --model, in order (the same model twice with --engine onnxruntime --engine chargen compares the engines). [auto]")] = None,
     seconds: Annotated[float, typer.Option(help="About how long to measure each figure.")] = 2.0,
     batch: Annotated[Optional[list[int]], typer.Option(help="Batch sizes to measure (repeatable). [1, 64]")] = None,
     cold_start: Annotated[bool, typer.Option("--cold-start/--no-cold-start", help="Measure import + load + first step in a fresh process.")] = True,
@@ -389,21 +404,16 @@ def bench(
     With several --model options the models take turns at each batch size, and the last lines give each one's chars/s as a multiple of the first one's: the way to choose between exports (fp32 or int8, --int8-kernel dynamic or nbits) on the machine you ship to.
     """
     from chargen.runtime.bench import BenchError, compare_bench, format_comparison
-    from chargen.runtime.contract import ENGINES
 
     if seconds <= 0:
         fail(f"--seconds must be > 0, not {seconds}")
     sizes = batch or [1, 64]
     if any(b < 1 for b in sizes):
         fail("--batch sizes must be >= 1")
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda, not {device!r}")
-    engines = engine or ["auto"]
+    device = device.value
+    engines = [e.value for e in engine] if engine else ["auto"]
     if len(engines) not in (1, len(model)):
         fail(f"give --engine once, or once per --model ({len(model)}), not {len(engines)} times")
-    for e in engines:
-        if e not in ENGINES:
-            fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {e!r}")
     try:
         with _warnings_as_lines():
             reports = compare_bench(model, device=device, threads=threads, seconds=seconds,
@@ -428,13 +438,12 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option(envvar="CHARGEN_API_KEY", help="Require `Authorization: Bearer KEY` on /v1/* and /metrics (/health and / stay open).")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (e.g. http://localhost:3000; * for any); repeatable.")] = None,
     grace: Annotated[float, typer.Option(help="Seconds that running requests get to finish after SIGTERM (new ones get 503).")] = 10.0,
-    device: Annotated[str, typer.Option(help="auto (CUDA if usable, else CPU), cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="auto: CUDA if usable, else the CPU.")] = Device("auto"),
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "auto",
+    engine: Annotated[Engine, typer.Option(help=_ENGINE_HELP)] = Engine("auto"),
 ):
     """Serve a model over HTTP: OpenAI's Completions API, every request batched into one step."""
-    from chargen.runtime.contract import ENGINES
-
+    device, engine = device.value, engine.value
     if not 0 <= port <= 65535:
         fail(f"--port must be in [0, 65535], not {port}")
     for name, value, low in (("--max-batch", max_batch, 1), ("--max-queue", max_queue, 0), ("--max-chars", max_chars, 2)):
@@ -442,10 +451,6 @@ def serve(
             fail(f"{name} must be >= {low}, not {value}")
     if not grace >= 0:
         fail(f"--grace must be >= 0, not {grace}")
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda, not {device!r}")
-    if engine not in ENGINES:
-        fail(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, not {engine!r}")
     try:
         from chargen.serve.server import SESSION_CONFIG, ListenError, ServeConfig, bind, run
     except ModuleNotFoundError as e:

@@ -180,14 +180,16 @@ def test_bad_input_gets_one_line_errors(tmp_path, corpus_file):
         (["--data", corpus_file, "--lr", "-1"], "--lr"),
         (["--data", corpus_file, "--val-fraction", "1.5"], "--val-fraction"),
         (["--data", corpus_file, "--val-fraction", "0"], "--val-fraction"),
-        (["--data", corpus_file, "--device", "tpu"], "--device"),
-        (["--data", corpus_file, "--precision", "fp8"], "--precision"),
         (["--data", corpus_file, "--out", tmp_path / "none", "--resume"], "--resume"),
-        (["--data", corpus_file, "--preset", "huge"], "preset"),
     ]
     for args, expected in cases:
         line = error_of(gen("train", *args, "--out", tmp_path / "o") if "--out" not in args else gen("train", *args))
         assert expected in line, (args, line)
+    # choices outside an option's list are typer's usage errors (exit 2), which name the option
+    for option, value in (("--device", "tpu"), ("--precision", "fp8"), ("--preset", "huge"), ("--schedule", "step")):
+        r = gen("train", "--data", corpus_file, "--out", tmp_path / "o", option, value)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"Invalid value for '{option}'" in " ".join(r.stderr.replace("│", " ").split()), r.stderr
 
 
 def test_resume_refuses_another_vocabulary_or_model_size(tmp_path, corpus_file):
