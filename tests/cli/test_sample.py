@@ -17,22 +17,16 @@ pytest.importorskip("onnxruntime")
 from typer.testing import CliRunner  # noqa: E402
 
 from chargen.cli import app  # noqa: E402
-from graph_variants import random_weights  # noqa: E402
 
-from chargen.export.graph import build_step_graph  # noqa: E402
-from chargen.runtime import GenerationOptions, Generator, Model, Vocab  # noqa: E402
+from chargen.runtime import GenerationOptions, Generator, Model  # noqa: E402
 from chargen.runtime.bench import StepSplit, compare_bench  # noqa: E402
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from modelkit import model_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    vocab = Vocab.from_text(ALPHABET)
-    config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=32, layers=1, dropout=0.0)
-    path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
-    onnx.save(build_step_graph(random_weights(len(vocab), 16, 32, 1, seed=2, head_scale=8, rnn_scale=4), config, vocab), path)
-    return path
+    return model_file(tmp_path_factory.mktemp("cli") / "tiny.onnx", hidden=32, seed=2, rnn_scale=4, corpus="")
 
 
 runner = CliRunner()
@@ -224,14 +218,7 @@ def test_bench_split_adds_up_to_the_step_it_was_taken_from(model_path):
 @pytest.fixture(scope="module")
 def int8_path(tmp_path_factory):
     pytest.importorskip("onnxruntime.quantization")
-    from chargen.export.onnx_export import quantize_int8
-
-    vocab = Vocab.from_text(ALPHABET)
-    config = dict(vocab_size=len(vocab), embedding_dim=16, hidden_size=64, layers=1, dropout=0.0)
-    graph = build_step_graph(random_weights(len(vocab), 16, 64, 1, seed=2, head_scale=8), config, vocab, precision="int8")
-    path = tmp_path_factory.mktemp("cli") / "int8.onnx"
-    onnx.save(quantize_int8(graph), path)
-    return path
+    return model_file(tmp_path_factory.mktemp("cli") / "int8.onnx", "int8", hidden=64, seed=2, corpus="")
 
 
 def test_sample_engine_chargen_prints_what_onnxruntime_prints(int8_path):

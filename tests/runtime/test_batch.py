@@ -127,7 +127,7 @@ def test_prompts_are_fed_inside_the_shared_steps(model):
 
 def test_logprobs_are_the_models_log_softmax(model):
     batch = Batch(model, max_batch=2)
-    slot = batch.admit("ROMEO: ", GenerationOptions(temperature=0.7, seed=9, max_length=20), logprobs=3)
+    batch.admit("ROMEO: ", GenerationOptions(temperature=0.7, seed=9, max_length=20), logprobs=3)
     plain = batch.admit("ROMEO: ", GenerationOptions(temperature=0.7, seed=9, max_length=20))
     gen = Generator(model, GenerationOptions(temperature=0.7, seed=9, max_length=20))
     gen.feed("ROMEO: ")

@@ -14,26 +14,19 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from graph_variants import random_weights  # noqa: E402
 
-from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import DeviceError, GenerationOptions, Generator, Model  # noqa: E402
-from chargen.runtime.contract import Vocab  # noqa: E402
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from modelkit import model_file  # noqa: E402
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 3
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    vocab = Vocab.from_text(ALPHABET)
-    config = dict(vocab_size=len(vocab), embedding_dim=32, hidden_size=256, layers=2, dropout=0.0)
-    weights = random_weights(len(vocab), 32, 256, 2, 5, head_scale=40.0, rnn_scale=3.0)  # logits of a few units
-    proto = build_step_graph(weights, config, vocab, corpus="test", val_loss=1.5)
-    path = tmp_path_factory.mktemp("cuda") / "m.onnx"
-    onnx.save(proto, path)
-    return path
+    # logits of a few units
+    return model_file(tmp_path_factory.mktemp("cuda") / "m.onnx", embedding=32, hidden=256, layers=2, seed=5,
+                      head_scale=40.0, rnn_scale=3.0, corpus="test", val_loss=1.5)
 
 
 def _cuda_model_or_skip(path, **kwargs):

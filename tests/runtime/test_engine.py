@@ -19,7 +19,7 @@ from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vo
 from chargen.runtime import _int8, engine  # noqa: E402
 from chargen.runtime.model import physical_cores  # noqa: E402
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from modelkit import ALPHABET  # noqa: E402  (tiny-shakespeare's 65 characters)
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 8  # 1,000+ chars
 

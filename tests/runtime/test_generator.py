@@ -16,7 +16,7 @@ from graph_variants import random_weights  # noqa: E402
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, UnknownCharactersError, Vocab  # noqa: E402
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
+from modelkit import ALPHABET  # noqa: E402  (tiny-shakespeare's 65 characters)
 E, H, L = 16, 32, 2
 
 

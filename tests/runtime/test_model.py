@@ -21,7 +21,7 @@ from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import contract  # noqa: E402
 from chargen.runtime.contract import Vocab  # noqa: E402
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
+from modelkit import ALPHABET  # noqa: E402  (tiny-shakespeare's 65 characters)
 
 
 def make_model_proto(E=16, H=32, L=2, seed=0, alphabet=ALPHABET):

@@ -14,28 +14,16 @@ from pathlib import Path
 
 import httpx
 
-ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from modelkit import ALPHABET  # noqa: F401  (tests/modelkit.py: the test models' alphabet)
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 def write_models(folder: Path, E: int = 16, H: int = 64, L: int = 1, seed: int = 1) -> tuple[Path, Path]:
     """A random-weight model (sharp head, so texts are not uniform noise) as fp32 and int8 files."""
-    import onnx
+    from modelkit import model_file
 
-    from graph_variants import random_weights
-
-    from chargen.export.graph import build_step_graph
-    from chargen.export.onnx_export import quantize_int8
-    from chargen.runtime import Vocab
-
-    vocab = Vocab.from_text(ALPHABET)
-    config = dict(vocab_size=len(vocab), embedding_dim=E, hidden_size=H, layers=L, dropout=0.0)
-    weights = random_weights(len(vocab), E, H, L, seed=seed, head_scale=8)
-    fp32, int8 = folder / "tiny.onnx", folder / "tiny-int8.onnx"
-    onnx.save(build_step_graph(weights, config, vocab, corpus="random", precision="fp32"), fp32)
-    onnx.save(quantize_int8(build_step_graph(weights, config, vocab, corpus="random", precision="int8"),
-                            kernel="dynamic"), int8)
-    return fp32, int8
+    shape = dict(embedding=E, hidden=H, layers=L, seed=seed)
+    return model_file(folder / "tiny.onnx", "fp32", **shape), model_file(folder / "tiny-int8.onnx", "int8", **shape)
 
 
 class ServerProcess:
