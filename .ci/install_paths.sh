@@ -16,7 +16,8 @@
 # 30-60 s of a 45-80 s install here), Python compiles what the commands import.
 #
 # Install lines checked (the README's Install table):
-#   (none)      gen --version; sample/eval/bench say chargen[cpu]; train/export say chargen[train]
+#   (none)      gen --version; sample/eval/bench say chargen[cpu]; train/export say chargen[train];
+#               serve says chargen[serve]
 #   cpu         gen sample, gen eval --model, gen bench on every exported precision and kernel;
 #               train/export/eval --checkpoint say chargen[train], serve says chargen[serve];
 #               torch is not installed
@@ -24,7 +25,9 @@
 #               --checkpoint, gen sample, benchmarks/bench_runtime.py on a tiny model;
 #               then, onnxruntime uninstalled (what `train` alone installs): eval --checkpoint
 #               runs, export and sample say chargen[cpu]
-# To add an install line (`cpu,serve` is next: gen serve answering a request), add its
+#   cpu,serve   gen serve on 127.0.0.1: /health, the playground page (package data), one
+#               completion, exit 0 on SIGTERM; torch is not installed
+# To add an install line, add its
 # extras to LINES below and write its check_<extras, commas as underscores> function
 # (if it needs torch, add it to NEEDS_TORCH).
 set -euo pipefail
@@ -32,7 +35,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PYTHON=${PYTHON:-python}
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}      # seconds, any one command (installs included)
-LINES=(cpu,train cpu base)             # in this order: cpu,train makes the models the others use
+LINES=(cpu,train cpu cpu,serve base)   # in this order: cpu,train makes the models the others use
 NEEDS_TORCH=" cpu,train "              # lines that get the CPU build of torch first
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chargen-install-paths.XXXXXX")
@@ -131,6 +134,44 @@ check_cpu() {
     missing serve gen serve -m "$M/fp32.onnx" --port 0
 }
 
+check_cpu_serve() {
+    if python -c "import torch" 2>/dev/null; then die "the cpu,serve install brought torch"; fi
+    say "gen serve on 127.0.0.1: /health, the playground page, one completion, SIGTERM"
+    local log=$WORK/serve.log port="" i
+    gen serve -m "$M/int8.onnx" --host 127.0.0.1 --port 0 --threads 1 >"$WORK/serve.out" 2>"$log" &
+    local pid=$!
+    for i in $(seq 1 300); do  # the ready line names the address
+        port=$(grep -o '127\.0\.0\.1:[0-9]*' "$WORK/serve.out" 2>/dev/null | head -n 1 | cut -d: -f2 || true)
+        [[ -n $port ]] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/serve.out" "$log" >&2; die "gen serve exited before it was ready"; }
+        sleep 0.1
+    done
+    [[ -n $port ]] || { kill "$pid"; die "gen serve printed no ready line"; }
+    local url=http://127.0.0.1:$port
+    python - "$url" <<'PY' || { kill "$pid"; tail -n 20 "$log" >&2; die "gen serve did not answer as it should"; }
+import json, sys, time, urllib.request
+url = sys.argv[1]
+for _ in range(100):
+    try:
+        if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+            break
+    except OSError:
+        time.sleep(0.1)
+page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
+assert "chargen playground" in page, "the playground page is not in the wheel"
+req = urllib.request.Request(url + "/v1/completions", method="POST", headers={"content-type": "application/json"},
+                             data=json.dumps({"prompt": "ab", "max_tokens": 20, "seed": 1}).encode())
+body = json.load(urllib.request.urlopen(req, timeout=30))
+assert len(body["choices"][0]["text"]) == 20 and body["usage"]["completion_tokens"] == 20, body
+print("    /health 200, / the playground, a 20-character completion")
+PY
+    kill -TERM "$pid"
+    local rc=0
+    wait "$pid" || rc=$?
+    [[ $rc == 0 ]] || die "gen serve exited $rc after SIGTERM"
+    printf '    SIGTERM: exit 0\n'
+}
+
 check_base() {
     run "$WORK/version.log" gen --version
     missing cpu gen sample -m "$M/fp32.onnx" --length 5
@@ -139,6 +180,7 @@ check_base() {
     missing train gen train --data "$TEXT" --out "$WORK/run-base" --max-steps 1
     missing train gen export "$WORK/x.onnx" --checkpoint "$WORK/run"
     missing train gen eval --checkpoint "$WORK/run" --data "$TEXT"
+    missing serve gen serve -m "$M/fp32.onnx" --port 0
 }
 
 # ------------------------------------------------------------------ main
