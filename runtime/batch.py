@@ -12,9 +12,12 @@ graph run per step (continuous batching, as a server needs it).
 Every slot has its own hidden state (zero at admission), prompt, sampling options and RNG
 stream. One step() advances each active slot by one character: a slot still reading its
 prompt takes its next prompt character, the others sample theirs (C, per-row settings,
-no Python loop over the rows on the sampling path). Prompts are fed inside the shared runs,
-one character a step, so admitting a long prompt never stalls the other slots; a slot's first
-character comes after len(prompt) steps.
+no Python loop over the rows on the sampling path). Prompts are fed inside the shared runs, so
+admitting a long prompt never stalls the other slots. While the slots reading prompts are a
+quarter of the batch or fewer, each also reads up to prefill - 1 more characters a step in
+extra runs over those slots alone, so a prompt arriving while the others generate gives its
+first character after about len(prompt) / prefill steps (a burst of prompts reads one
+character a step: extra runs as large as the step's would gain nothing).
 
 What a slot generates depends on its prompt, options and seed only, never on the other slots,
 where the step's rows are independent: fp32 and fp16 models on onnxruntime (each row of a
@@ -41,6 +44,7 @@ from chargen.runtime import contract
 from chargen.runtime.generator import GenerationOptions
 
 MAX_LOGPROBS = 20
+PREFILL = 8  # prompt characters a slot may read in one step (Batch._prefill)
 
 
 class BatchFull(RuntimeError):
@@ -82,13 +86,16 @@ class _Slot:
 class Batch:
     """Up to max_batch slots over one Model. See the module docstring."""
 
-    def __init__(self, model, max_batch: int = 64):
+    def __init__(self, model, max_batch: int = 64, prefill: int = PREFILL):
         from chargen.runtime._sampler import RowSampler
 
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, not {max_batch!r}")
+        if isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 1:
+            raise ValueError(f"prefill must be an integer >= 1, not {prefill!r}")
         self.model = model
         self.capacity = max_batch
+        self.prefill = prefill
         self.engine = model.engine_for(max_batch)
         L, H, V = model.num_layers, model.hidden_size, model.vocab_size
         self._shape = (L, H, V)
@@ -111,6 +118,11 @@ class Batch:
         self._bindings: dict[int, list] = {}  # onnxruntime IOBindings per row count
         self._int8 = model.int8_step if self.engine == "chargen" else None
         self._int8_scratch = self._int8.scratch(C) if self._int8 is not None else None
+        # the prefill runs' own buffers: a few rows gathered from the state, stepped, put back
+        self._p_tok = np.zeros(C, np.int64)
+        self._p_logits = np.zeros((C, V), np.float32)
+        self._p_h = [np.zeros(L * C * H, np.float32) for _ in range(2)]
+        self._p_bindings: dict[int, list] = {}
         self.steps = 0
 
     # ------------------------------------------------------------ slots
@@ -177,6 +189,8 @@ class Batch:
         n = len(rows)
         if n == 0:
             return []
+        if self.prefill > 1:
+            self._prefill(rows)
         sampling = self._sampling[:n]
         # a slot whose prompt is fed samples from now on, until max_length
         sampling[:] = [s.pos >= len(s.prompt) and s.generated < s.max_length for s in rows]
@@ -249,30 +263,57 @@ class Batch:
         rows.pop()
         self._resize(last + 1, last)
 
+    def _prefill(self, rows: list[_Slot]) -> None:
+        """Extra runs over the slots still reading their prompts, up to prefill - 1 characters
+        each before the step's own run (which takes one more), while those slots are a quarter of
+        the batch or fewer: a prompt that arrives while the others generate then waits about
+        len(prompt) / prefill steps, and the extra runs are small beside the step's. (A burst
+        of prompts gains nothing from them: their runs would be as large as the step's.)"""
+        reading = [(i, min(self.prefill - 1, len(s.prompt) - s.pos - 1)) for i, s in enumerate(rows)
+                   if len(s.prompt) - s.pos >= 2]
+        if not reading or len(reading) > max(1, len(rows) // 4):
+            return
+        L, H, _ = self._shape
+        h = self._h_view(len(rows))
+        for k in range(max(extra for _, extra in reading)):
+            idx = [i for i, extra in reading if extra > k]
+            m = len(idx)
+            self._p_tok[:m] = [rows[i].prompt[rows[i].pos] for i in idx]
+            h_in, h_out = (buf[: L * m * H].reshape(L, m, H) for buf in self._p_h)
+            np.take(h, idx, axis=1, out=h_in)
+            self._run_rows(m, self._p_tok, self._p_logits, self._p_h, 0, self._p_bindings)
+            h[:, idx] = h_out
+            for i in idx:
+                rows[i].pos += 1
+
     def _run(self, n: int) -> None:
-        i = self._cur
-        if self._int8 is not None:
-            self._int8.step(self._tok[:n], self._h_view(n, i), self._h_view(n, 1 - i), self._logits[:n],
-                            self._int8_scratch)
-        elif self.model.device == "cuda":
-            logits, h = self.model.session.run(None, {contract.INPUT_TOKEN: self._tok[:n],
-                                                      contract.INPUT_H: self._h_view(n, i)})
-            self._logits[:n] = logits
-            self._h_view(n, 1 - i)[...] = h
-        else:
-            pair = self._bindings.get(n)
-            if pair is None:
-                pair = self._bindings[n] = self._bind(n)
-            self.model.run_binding(pair[i])
-        self._cur = 1 - i
+        self._run_rows(n, self._tok, self._logits, self._h, self._cur, self._bindings)
+        self._cur = 1 - self._cur
         self.steps += 1
 
-    def _bind(self, n: int) -> list:
-        """The two IOBindings of n rows (state A -> B and B -> A) over the Batch's buffers."""
+    def _run_rows(self, n: int, tok, logits, h, i: int, bindings: dict) -> None:
+        """One graph run over the first n rows of these buffers, state h[i] -> h[1 - i]."""
+        L, H, _ = self._shape
+        h_in, h_out = (h[j][: L * n * H].reshape(L, n, H) for j in (i, 1 - i))
+        if self._int8 is not None:
+            self._int8.step(tok[:n], h_in, h_out, logits[:n], self._int8_scratch)
+        elif self.model.device == "cuda":
+            out_logits, out_h = self.model.session.run(None, {contract.INPUT_TOKEN: tok[:n], contract.INPUT_H: h_in})
+            logits[:n] = out_logits
+            h_out[...] = out_h
+        else:
+            pair = bindings.get(n)
+            if pair is None:
+                pair = bindings[n] = self._bind(n, tok, logits, h)
+            self.model.run_binding(pair[i])
+
+    def _bind(self, n: int, tok, logits, h) -> list:
+        """The two IOBindings of n rows (state A -> B and B -> A) over these buffers."""
+        L, H, _ = self._shape
         OrtValue = self.model.ort.OrtValue
-        tok = OrtValue.ortvalue_from_numpy(self._tok[:n])
-        logits = OrtValue.ortvalue_from_numpy(self._logits[:n])
-        h = [OrtValue.ortvalue_from_numpy(self._h_view(n, j)) for j in range(2)]
+        tok = OrtValue.ortvalue_from_numpy(tok[:n])
+        logits = OrtValue.ortvalue_from_numpy(logits[:n])
+        h = [OrtValue.ortvalue_from_numpy(h[j][: L * n * H].reshape(L, n, H)) for j in range(2)]
         pair = []
         for j in range(2):
             b = self.model.session.io_binding()

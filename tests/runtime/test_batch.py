@@ -107,22 +107,39 @@ def test_stop_strings_and_lengths_finish_a_slot(model):
     assert [e.finish for e in events[c]] == [None, None, "length"]
 
 
-def test_prompts_are_fed_inside_the_shared_steps(model):
+@pytest.mark.parametrize("prefill", [1, 8])
+def test_prompts_are_fed_inside_the_shared_steps(model, prefill):
     """A long prompt arriving does not stall a slot that is generating: that slot gets one
-    character on every step while the prompt is read, one character per step too."""
-    batch = Batch(model, max_batch=2)
+    character on every step while the prompt is read, prefill characters a step (the last one
+    in the step's own run), and the newcomer writes what it writes alone."""
+    batch = Batch(model, max_batch=2, prefill=prefill)
     a = batch.admit("A", GenerationOptions(max_length=200, seed=3))
     batch.step()
     long_prompt = PROMPTS[3] * 3
     b = batch.admit(long_prompt, GenerationOptions(max_length=5, seed=4))
-    steps_until_b = 0
+    steps_until_b, text = 0, ""
     while True:
         events = batch.step()
         steps_until_b += 1
         assert [e.slot for e in events if e.slot == a] == [a]
-        if any(e.slot == b for e in events):
+        text += "".join(e.text for e in events if e.slot == b)
+        if text:
             break
-    assert steps_until_b == len(long_prompt) + 1
+    assert steps_until_b == -(-len(long_prompt) // prefill) + 1
+    while batch.active == 2:
+        text += "".join(e.text for e in batch.step() if e.slot == b)
+    assert text == Generator(model, GenerationOptions(max_length=5, seed=4)).generate(long_prompt)[0]
+
+
+def test_a_burst_of_prompts_takes_no_extra_runs(model):
+    """Prefill runs only where the slots reading prompts are a quarter of the batch or fewer."""
+    batch = Batch(model, max_batch=8, prefill=8)
+    for j in range(4):
+        batch.admit(PROMPTS[3], options(j))
+    steps = 0
+    while not any(e.text for e in batch.step()):
+        steps += 1
+    assert steps == len(PROMPTS[3])
 
 
 def test_logprobs_are_the_models_log_softmax(model):
@@ -163,6 +180,8 @@ def test_bad_requests_are_refused_before_taking_a_slot(model):
         batch.admit("A", GenerationOptions(seed=[1, 2]))
     with pytest.raises(ValueError, match="max_batch"):
         Batch(model, max_batch=0)
+    with pytest.raises(ValueError, match="prefill"):
+        Batch(model, prefill=0)
     assert batch.active == 0 and batch.step() == []
     slot = batch.admit("snow\u2603man", GenerationOptions(max_length=1, seed=2), unknown="skip")
     texts = [e.text for e in batch.step() + batch.step() + batch.step() + batch.step() + batch.step()
