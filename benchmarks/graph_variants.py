@@ -21,9 +21,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from chargen.export.graph import (
-    PRECISIONS,
     Builder,
     GraphError,
+    check_inputs,
     check_weights,
     config_ints,
     set_metadata,
@@ -85,12 +85,7 @@ def build_graph(
     options: GraphOptions = GraphOptions(),
 ) -> onnx.ModelProto:
     """The step graph written as `options` say (GraphOptions() gives build_step_graph's graph)."""
-    if precision not in PRECISIONS:
-        raise GraphError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    V, E, H, L = config_ints(model_config)
-    if len(vocab) != V:
-        raise GraphError(f"the vocabulary has {len(vocab)} symbols but the model config says vocab_size={V}")
-    w = check_weights(weights, V, E, H, L)
+    V, E, H, L, w = check_inputs(weights, model_config, vocab, precision)
 
     fp16 = precision == "fp16"
     full16 = fp16 and options.fp16 == "full"

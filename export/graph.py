@@ -62,6 +62,7 @@ __all__ = [
     "Builder",
     "config_ints",
     "check_weights",
+    "check_inputs",
     "step_model",
 ]
 
@@ -73,6 +74,16 @@ HEAD_MATMUL = "head_matmul"  # node name of the head's MatMul (int8 leaves it in
 
 class GraphError(ValueError):
     """Weights or config that do not make a CharGRU step graph; one-line message."""
+
+
+def check_inputs(weights: dict, model_config: dict, vocab: Vocab, precision: str):
+    """(V, E, H, L, the weights as float32 arrays) of a step graph's inputs, or GraphError."""
+    if precision not in PRECISIONS:
+        raise GraphError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    V, E, H, L = config_ints(model_config)
+    if len(vocab) != V:
+        raise GraphError(f"the vocabulary has {len(vocab)} symbols but the model config says vocab_size={V}")
+    return V, E, H, L, check_weights(weights, V, E, H, L)
 
 
 def config_ints(model_config: dict) -> tuple[int, int, int, int]:
@@ -202,12 +213,7 @@ def build_step_graph(
     others are written: benchmarks/graph_variants.py): b_hh's r and z parts folded into the
     gi side, one [V, 3H] gather table for layer 0, one [H, 3H] recurrent MatMul per layer.
     """
-    if precision not in PRECISIONS:
-        raise GraphError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    V, E, H, L = config_ints(model_config)
-    if len(vocab) != V:
-        raise GraphError(f"the vocabulary has {len(vocab)} symbols but the model config says vocab_size={V}")
-    w = check_weights(weights, V, E, H, L)
+    V, E, H, L, w = check_inputs(weights, model_config, vocab, precision)
 
     fp16 = precision == "fp16"
     b = Builder(np.float16 if fp16 else np.float32, cast_weights=fp16)
