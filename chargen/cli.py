@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from chargen.runtime.contract import ENGINES, INT8_KERNEL_OPS
+from chargen.runtime.model import DEVICES
 from chargen.train.config import PRESETS
 
 app = typer.Typer(
@@ -72,7 +73,7 @@ def _value(choice: Optional[Enum]) -> Optional[str]:
 
 
 # The choices of the options (the runtime's, the export's, training's), one Enum each.
-Device = _choices("Device", ("auto", "cpu", "cuda"))
+Device = _choices("Device", DEVICES)
 Engine = _choices("Engine", ENGINES)
 Unknown = _choices("Unknown", ("error", "skip"))
 Precision = _choices("Precision", ("fp32", "fp16", "int8"))
