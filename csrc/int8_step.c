@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "gru_gates.h"
+#include "int8_gemm.h"
+#include "int8_scale.h"
 #include "simd.h"
 
 /* The step's loops run on a chargen_pool (pool.h): each cut into chunks that the calling thread
@@ -438,20 +440,6 @@ __attribute__((target("avx512f,avx512bw,avx2,fma,prefer-vector-width=512"))) sta
 typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
                      int32_t *restrict out);
 
-/* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point
- * subtracted exactly), Cast, Mul and Add */
-static INLINE void scale_out(const chargen_i8_matrix *w, size_t n0, size_t rows, const int32_t *restrict acc,
-                             int32_t zero, float a_scale, float *restrict yb) {
-    const int32_t *restrict wsum = w->wsum + n0;
-    const float *restrict scale = w->scale + n0, *restrict bias = w->bias ? w->bias + n0 : NULL;
-    float *restrict out = yb + n0;
-    size_t r;
-    if (bias)
-        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]) + bias[r];
-    else
-        for (r = 0; r < rows; r++) out[r] = (float)(acc[r] - zero * wsum[r]) * (a_scale * scale[r]);
-}
-
 /* y (B, N) for the tiles [t0, t1) of TILE outputs; built once per kernel, so that the dot
  * products and the scaling inline into one loop for that CPU */
 static INLINE void matmul_tiles(dot_fn *dot, dot4_fn *dot4, int32_t x_offset, const chargen_i8_matrix *w, size_t B,
@@ -594,7 +582,7 @@ static size_t end_of(size_t c, size_t per, size_t items) { return (c + 1) * per 
 typedef struct {
     matmul_fn *matmul;
     const chargen_i8_matrix *w;
-    size_t B, ldx, ldy, per, tiles;
+    size_t B, ldx, ldy, per, units;
     const uint8_t *xq;
     const float *a_scale;
     const int32_t *zero;
@@ -603,17 +591,30 @@ typedef struct {
 
 static void matmul_chunk(void *arg, size_t c) {
     const matmul_job *j = arg;
-    j->matmul(j->w, j->B, j->xq, j->ldx, j->a_scale, j->zero, j->y, j->ldy, c * j->per, end_of(c, j->per, j->tiles));
+    j->matmul(j->w, j->B, j->xq, j->ldx, j->a_scale, j->zero, j->y, j->ldy, c * j->per, end_of(c, j->per, j->units));
 }
 
-static void matmul(chargen_pool *pool, int threads, matmul_fn *fn, const chargen_i8_matrix *w, size_t B,
+/* y (B, N) by fn over units of `unit` outputs (the matrix-vector kernels' TILE, the packed
+ * kernels' panels), the units cut into chunks on the pool */
+static void matmul(chargen_pool *pool, int threads, matmul_fn *fn, size_t unit, const chargen_i8_matrix *w, size_t B,
                    const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero, float *y, size_t ldy) {
     matmul_job j;
     size_t chunks;
-    j.matmul = fn, j.w = w, j.B = B, j.ldx = ldx, j.ldy = ldy, j.tiles = (w->N + TILE - 1) / TILE;
+    j.matmul = fn, j.w = w, j.B = B, j.ldx = ldx, j.ldy = ldy, j.units = (w->N + unit - 1) / unit;
     j.xq = xq, j.a_scale = a_scale, j.zero = zero, j.y = y;
-    chunks = cut(j.tiles, 1, team(pool, threads), &j.per);
+    chunks = cut(j.units, 1, team(pool, threads), &j.per);
     chargen_pool_run(pool, threads, chunks, matmul_chunk, &j);
+}
+
+/* the step's product for one matrix: the packed kernel from its batch size on, where w has a
+ * packed copy; else the matrix-vector kernel */
+static void product(chargen_pool *pool, int threads, const kernels_t *kern, const chargen_i8_gemm_kernel *packed,
+                    const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                    const int32_t *zero, float *y, size_t ldy) {
+    if (packed && w->packed && B >= packed->min_batch)
+        matmul(pool, threads, packed->gemm, CHARGEN_I8_PANEL, w, B, xq, ldx, a_scale, zero, y, ldy);
+    else
+        matmul(pool, threads, kern->matmul, TILE, w, B, xq, ldx, a_scale, zero, y, ldy);
 }
 
 /* ------------------------------------------------------------------ the product, the step's loops */
@@ -628,7 +629,12 @@ void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_
 
 void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                        const int32_t *zero, float *y, chargen_pool *pool) {
-    matmul(pool, 0, pick_kernels().matmul, w, B, xq, ldx, a_scale, zero, y, w->N);
+    matmul(pool, 0, pick_kernels().matmul, TILE, w, B, xq, ldx, a_scale, zero, y, w->N);
+}
+
+void chargen_i8_gemm(const chargen_i8_gemm_kernel *k, const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
+                     size_t ldx, const float *a_scale, const int32_t *zero, float *y, chargen_pool *pool) {
+    matmul(pool, 0, k->gemm, CHARGEN_I8_PANEL, w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
 typedef struct {
@@ -745,6 +751,7 @@ int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, con
                     float *logits, void *scratch) {
     const size_t L = m->L, H = m->H, H3 = 3 * H, ldx = ROUND_UP(H);
     const kernels_t kern = pick_kernels();
+    const chargen_i8_gemm_kernel *packed = chargen_i8_gemm_pick();
     chargen_pool *pool = m->pool;
     const int threads = m->threads;
     scratch_t s;
@@ -761,11 +768,11 @@ int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, con
             for (b = 0; b < B; b++) memcpy(s.gi + b * H3, m->table + (size_t)token[b] * H3, H3 * sizeof(float));
         } else {
             quantize_rows(pool, threads, kern.quantize, B, H, h_out + (k - 1) * B * H, s.xq, ldx, s.a_scale, s.zero);
-            matmul(pool, threads, kern.matmul, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
+            product(pool, threads, &kern, packed, &m->w_ih[k], B, s.xq, ldx, s.a_scale, s.zero, s.gi, H3);
         }
         /* gh: (B, 3H), without its bias: the gates add b_hh */
         quantize_rows(pool, threads, kern.quantize, B, H, h_prev, s.xq, ldx, s.a_scale, s.zero);
-        matmul(pool, threads, kern.matmul, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
+        product(pool, threads, &kern, packed, &m->w_hh[k], B, s.xq, ldx, s.a_scale, s.zero, s.gh, H3);
         gates(pool, threads, B, H, s.gi, s.gh, m->b_hh + k * H3, h_prev, s.gates, h_new);
     }
     head(pool, threads, kern.head, B, H, m->V, h_out + (L - 1) * B * H, m->head_w, m->head_b, logits);

@@ -54,6 +54,7 @@ typedef struct {
     const float *scale;  /* (N) */
     const int32_t *wsum; /* (N) sum over k of w[n][k]: the zero point's share, precomputed */
     const float *bias;   /* (N), or NULL */
+    const int8_t *packed; /* w packed for batches (int8_gemm.h), or NULL: the step then uses w alone */
 } chargen_i8_matrix;
 
 typedef struct {

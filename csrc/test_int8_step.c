@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "int8_gemm.h"
 #include "int8_step.h"
 
 #if !defined(_WIN32) && !defined(CHARGEN_NO_THREADS)
@@ -81,7 +82,7 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     for (n = 0; n < N; n++) scale[n] = uniform(1e-4f, 1e-2f), bias[n] = uniform(-1, 1);
     for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
     chargen_i8_row_sums(N, K, ldw, w, wsum);
-    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias};
+    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, NULL};
     for (b = 0; b < B; b++)
         for (n = 0; n < N; n++) {
             int32_t acc = 0;
@@ -97,11 +98,60 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     free(w), free(xq), free(scale), free(bias), free(a_scale), free(y1), free(y2), free(want), free(wsum), free(zero);
 }
 
+/* ------------------------------------------------------------------ the packed product */
+static char packed_kernels[128]; /* the packed kernels this CPU ran, for the summary line */
+
+/* every packed kernel this CPU runs (all of them under CHARGEN_X86_EMULATE) against plain loops,
+ * bit for bit: the register blocks' row tails (B not a multiple of the block), the last panel's
+ * column tail (N not a multiple of 32), K not a multiple of 64, the full int8 range */
+static void test_packed(size_t B, size_t N, size_t K) {
+    const size_t ldw = PAD(K);
+    int8_t *w = calloc(N, ldw), *packed = malloc(chargen_i8_packed_bytes(N, ldw));
+    uint8_t *xq = malloc(B * ldw);
+    float *scale = malloc(N * sizeof *scale), *bias = malloc(N * sizeof *bias), *a_scale = malloc(B * sizeof *a_scale);
+    float *y = malloc(B * N * sizeof *y), *want = malloc(B * N * sizeof *want);
+    int32_t *wsum = malloc(N * sizeof *wsum), *zero = malloc(B * sizeof *zero);
+    size_t b, n, k, i, count;
+    const chargen_i8_gemm_kernel *kernels = chargen_i8_gemm_kernels(&count);
+    char what[200];
+    for (n = 0; n < N; n++)
+        for (k = 0; k < K; k++) w[n * ldw + k] = (int8_t)(next_u32() >> 24);
+    for (n = 0; n < B * ldw; n++) xq[n] = (uint8_t)(next_u32() >> 24); /* past K too: it must not count */
+    for (n = 0; n < N; n++) scale[n] = uniform(1e-4f, 1e-2f), bias[n] = uniform(-1, 1);
+    for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
+    w[0] = -128, w[K - 1] = 127, xq[0] = 255; /* the extremes, where a 16-bit sum would saturate */
+    chargen_i8_row_sums(N, K, ldw, w, wsum);
+    chargen_i8_pack(N, ldw, w, packed);
+    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, packed};
+    for (b = 0; b < B; b++)
+        for (n = 0; n < N; n++) {
+            int32_t acc = 0;
+            for (k = 0; k < K; k++) acc += ((int32_t)xq[b * ldw + k] - zero[b]) * (int32_t)w[n * ldw + k];
+            want[b * N + n] = (float)acc * (a_scale[b] * scale[n]) + bias[n];
+        }
+    for (i = 0; i < count; i++) {
+        if (!chargen_i8_gemm_usable(&kernels[i])) continue;
+        if (!strstr(packed_kernels, kernels[i].name)) {
+            strcat(packed_kernels, packed_kernels[0] ? "," : "");
+            strcat(packed_kernels, kernels[i].name);
+        }
+        memset(y, 0xff, B * N * sizeof *y);
+        chargen_i8_gemm(&kernels[i], &m, B, xq, ldw, a_scale, zero, y, NULL);
+        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu: equal to plain loops", kernels[i].name, B, N, K);
+        check(memcmp(y, want, B * N * sizeof *y) == 0, what);
+        memset(y, 0xff, B * N * sizeof *y);
+        chargen_i8_gemm(&kernels[i], &m, B, xq, ldw, a_scale, zero, y, pool3);
+        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu: three threads, the same bits", kernels[i].name, B, N, K);
+        check(memcmp(y, want, B * N * sizeof *y) == 0, what);
+    }
+    free(w), free(packed), free(xq), free(scale), free(bias), free(a_scale), free(y), free(want), free(wsum), free(zero);
+}
+
 /* ------------------------------------------------------------------ the step */
 typedef struct {
     size_t L, H, V;
     float *table, *w_ih_f, *w_hh_f, *b_ih, *b_hh, *head_w, *head_b; /* float weights: the reference's */
-    int8_t *w_ih, *w_hh;
+    int8_t *w_ih, *w_hh, *p_ih, *p_hh; /* p_: packed (int8_gemm.h) */
     float *s_ih, *s_hh;
     int32_t *sum_ih, *sum_hh;
     chargen_i8_matrix ih[3], hh[3];
@@ -134,6 +184,7 @@ static void make_model(model_t *m, size_t L, size_t H, size_t V) {
     m->b_ih = malloc(L * H3 * sizeof(float)), m->b_hh = malloc(L * H3 * sizeof(float));
     m->head_w = malloc(V * H * sizeof(float)), m->head_b = malloc(V * sizeof(float));
     m->w_ih = calloc(L * H3, PAD(H)), m->w_hh = calloc(L * H3, PAD(H));
+    m->p_ih = malloc(L * chargen_i8_packed_bytes(H3, PAD(H))), m->p_hh = malloc(L * chargen_i8_packed_bytes(H3, PAD(H)));
     m->s_ih = malloc(L * H3 * sizeof(float)), m->s_hh = malloc(L * H3 * sizeof(float));
     m->sum_ih = malloc(L * H3 * sizeof(int32_t)), m->sum_hh = malloc(L * H3 * sizeof(int32_t));
     for (i = 0; i < V * H3; i++) m->table[i] = uniform(-2, 2);
@@ -145,15 +196,18 @@ static void make_model(model_t *m, size_t L, size_t H, size_t V) {
         int8_t *ih = m->w_ih + k * H3 * PAD(H), *hh = m->w_hh + k * H3 * PAD(H);
         quantize_weights(H3, H, m->w_ih_f + k * H3 * H, ih, m->s_ih + k * H3, m->sum_ih + k * H3);
         quantize_weights(H3, H, m->w_hh_f + k * H3 * H, hh, m->s_hh + k * H3, m->sum_hh + k * H3);
-        m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3};
-        m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL};
+        int8_t *p_ih = m->p_ih + k * chargen_i8_packed_bytes(H3, PAD(H)), *p_hh = m->p_hh + k * chargen_i8_packed_bytes(H3, PAD(H));
+        chargen_i8_pack(H3, PAD(H), ih, p_ih);
+        chargen_i8_pack(H3, PAD(H), hh, p_hh);
+        m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3, p_ih};
+        m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL, p_hh};
     }
     m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, pool2, 0};
 }
 
 static void free_model(model_t *m) {
     free(m->table), free(m->w_ih_f), free(m->w_hh_f), free(m->b_ih), free(m->b_hh), free(m->head_w), free(m->head_b);
-    free(m->w_ih), free(m->w_hh), free(m->s_ih), free(m->s_hh), free(m->sum_ih), free(m->sum_hh);
+    free(m->w_ih), free(m->w_hh), free(m->p_ih), free(m->p_hh), free(m->s_ih), free(m->s_hh), free(m->sum_ih), free(m->sum_hh);
 }
 
 /* the step in double with the dequantized weights and activations: what the int8 step
@@ -240,6 +294,11 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0,
           "step: three threads give the same bits as two");
     m.gru.pool = pool2;
+    for (i = 0; i < L; i++) m.ih[i].packed = m.hh[i].packed = NULL; /* the matrix-vector kernels alone */
+    chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch);
+    snprintf(what, sizeof what, "step B=%zu: the packed product (%s from B=%zu) gives the matrix-vector kernels' bits", B,
+             chargen_i8_gemm_pick() ? chargen_i8_gemm_pick()->name : "none", chargen_i8_gemm_pick() ? chargen_i8_gemm_pick()->min_batch : 0);
+    check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0, what);
 
     memcpy(h_two, h_out, n_h * sizeof(float));
     tok[B - 1] = (int64_t)V;
@@ -326,15 +385,23 @@ int main(void) {
     test_matmul(2, 13, 65);
     test_matmul(4, 1, 1);
     test_matmul(17, 30, 130);
+    test_packed(1, 32, 64);
+    test_packed(3, 40, 100);
+    test_packed(8, 96, 192);
+    test_packed(9, 33, 1);
+    test_packed(17, 64, 130);
+    test_packed(33, 100, 256);
+    test_packed(70, 3 * 96, 96);
     test_step(1, 64, 11, 1);
     test_step(2, 40, 7, 3);
     test_step(3, 100, 65, 8);
     test_step(1, 64, 70, 9); /* from CHUNKED_ROWS streams, the states and gates in chunks too */
+    test_step(2, 96, 65, 37); /* the packed product on every CPU that has one: a block's row tail */
 #if THREADS
     test_callers();
 #endif
     chargen_pool_free(pool2), chargen_pool_free(pool3);
-    printf("test_int8_step: %d checks, %d failed (kernel %s, threads %d)\n", checks, failed, chargen_i8_kernel(),
-           chargen_i8_threaded());
+    printf("test_int8_step: %d checks, %d failed (kernel %s, threads %d, packed %s)\n", checks, failed, chargen_i8_kernel(),
+           chargen_i8_threaded(), packed_kernels);
     return failed != 0;
 }

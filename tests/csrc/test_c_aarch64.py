@@ -86,7 +86,7 @@ def test_gru_train(tmp_path, opt):
 
 
 def int8_sources() -> list[str]:
-    return ["int8_step.c", "pool.c", "gru_gates.c", "test_int8_step.c"]
+    return ["int8_step.c", "int8_gemm.c", "pool.c", "gru_gates.c", "test_int8_step.c"]
 
 
 @pytest.mark.parametrize("cpu", CPUS)

@@ -1,0 +1,434 @@
+/* chargen's packed int8 product for batches: see int8_gemm.h for the layout and the kernels.
+ *
+ * CHARGEN_X86_EMULATE (tests only): the x86 kernels built on any CPU, their intrinsics from SIMDe
+ * (AVX2, AVX-512 VNNI; Debian's libsimde-dev) and AMX's from amx_emulate.h, and every kernel
+ * usable: their loops and tails are then tested bit for bit where the CPU lacks the instructions. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* syscall() */
+#endif
+
+#include "int8_gemm.h"
+
+#include <string.h>
+
+#include "int8_scale.h"
+#include "simd.h"
+
+#if defined(CHARGEN_X86_EMULATE)
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+
+#include "amx_emulate.h"
+#define GEMM_AVX2 1
+#define GEMM_VNNI 1
+#define GEMM_AMX 1
+#define AVX2_TARGET
+#define VNNI_TARGET
+#define AMX_TARGET
+#else
+#if CHARGEN_AVX2
+#include <immintrin.h>
+#define GEMM_AVX2 1
+#define AVX2_TARGET __attribute__((target("avx2")))
+#else
+#define GEMM_AVX2 0
+#endif
+#if CHARGEN_AVX512
+#define GEMM_VNNI 1
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#else
+#define GEMM_VNNI 0
+#endif
+/* AMX: GCC 11+ on x86-64 Linux (the OS must grant the tile state: arch_prctl) */
+#if CHARGEN_AVX512 && defined(__x86_64__) && defined(__linux__) && !defined(__clang__) && __GNUC__ >= 11 && \
+    !defined(CHARGEN_NO_AMX)
+#define GEMM_AMX 1
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8")))
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define GEMM_AMX 0
+#endif
+#endif
+
+#define PANEL CHARGEN_I8_PANEL
+#define GROUP_BYTES (4 * PANEL) /* one group of four k of a panel */
+#define MAX_ROWS 32             /* the largest register block: AMX's */
+
+static INLINE int32_t load4(const uint8_t *p) { /* four bytes of a row, as vpbroadcastd takes them */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ------------------------------------------------------------------ packing */
+size_t chargen_i8_packed_bytes(size_t N, size_t ldw) { return (N + PANEL - 1) / PANEL * PANEL * ldw; }
+
+void chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed) {
+    const size_t panels = (N + PANEL - 1) / PANEL, groups = ldw / 4;
+    size_t p, g, n, i;
+    for (p = 0; p < panels; p++)
+        for (g = 0; g < groups; g++) {
+            int8_t *dst = packed + (p * groups + g) * GROUP_BYTES;
+            for (n = 0; n < PANEL; n++)
+                for (i = 0; i < 4; i++) dst[4 * n + i] = p * PANEL + n < N ? w[(p * PANEL + n) * ldw + 4 * g + i] : 0;
+        }
+}
+
+/* ------------------------------------------------------------------ register blocks
+ * block(ldw, x, ldx, rows, panel, acc): acc[r * PANEL + n] = sum over k < ldw of x[r * ldx + k] *
+ * panel's weight (n, k), for r < rows (at most the kernel's rows) and n < PANEL. */
+typedef void block_fn(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel, int32_t *acc);
+
+static void block_c(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel, int32_t *acc) {
+    size_t r, g, n, i;
+    for (r = 0; r < rows; r++)
+        for (n = 0; n < PANEL; n++) {
+            int32_t s = 0;
+            for (g = 0; g < ldw / 4; g++)
+                for (i = 0; i < 4; i++) s += (int32_t)x[r * ldx + 4 * g + i] * panel[g * GROUP_BYTES + 4 * n + i];
+            acc[r * PANEL + n] = s;
+        }
+}
+
+#if GEMM_AVX2
+/* 3 rows x 16 outputs: per group, four vectors of 4 outputs x 4 k widened to int16, each
+ * multiplied (vpmaddwd) with a row's four x broadcast: 8 int32 = 4 outputs x 2 partial sums */
+#define AVX2_ROWS 3
+AVX2_TARGET static INLINE void half_avx2(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                         const int8_t *half, int32_t *acc) {
+    __m256i a[AVX2_ROWS][4];
+    size_t g, r, j;
+    for (r = 0; r < rows; r++)
+        for (j = 0; j < 4; j++) a[r][j] = _mm256_setzero_si256();
+    for (g = 0; g < ldw / 4; g++) {
+        const int8_t *wg = half + g * GROUP_BYTES;
+        __m256i xb[AVX2_ROWS];
+        for (r = 0; r < rows; r++) xb[r] = _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(x + r * ldx + 4 * g)));
+        for (j = 0; j < 4; j++) {
+            const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(wg + 16 * j)));
+            for (r = 0; r < rows; r++) a[r][j] = _mm256_add_epi32(a[r][j], _mm256_madd_epi16(wv, xb[r]));
+        }
+    }
+    for (r = 0; r < rows; r++) { /* hadd: [o0 o1 o4 o5 o2 o3 o6 o7]; the permute puts them in order */
+        const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[r][0], a[r][1]), 0xD8);
+        const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[r][2], a[r][3]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(void *)(acc + r * PANEL), lo);
+        _mm256_storeu_si256((__m256i *)(void *)(acc + r * PANEL + 8), hi);
+    }
+}
+
+AVX2_TARGET static INLINE void rows_avx2(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                         const int8_t *panel, int32_t *acc) {
+    half_avx2(ldw, x, ldx, rows, panel, acc);
+    half_avx2(ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
+}
+
+AVX2_TARGET static void block_avx2(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+                                   int32_t *acc) {
+    switch (rows) { /* a constant row count in each: the compiler keeps the block in registers */
+        case 3: rows_avx2(ldw, x, ldx, 3, panel, acc); break;
+        case 2: rows_avx2(ldw, x, ldx, 2, panel, acc); break;
+        default: rows_avx2(ldw, x, ldx, 1, panel, acc); break;
+    }
+}
+#endif
+
+#if GEMM_VNNI
+/* 8 rows x 32 outputs: per group, two vectors of 16 outputs x 4 k, each vpdpbusd'd with every
+ * row's four x broadcast (16 accumulators, one per row and half) */
+#define VNNI_ROWS 8
+VNNI_TARGET static INLINE void rows_vnni(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                         const int8_t *panel, int32_t *acc) {
+    __m512i a[VNNI_ROWS][2];
+    size_t g, r;
+    for (r = 0; r < rows; r++) a[r][0] = a[r][1] = _mm512_setzero_si512();
+    for (g = 0; g < ldw / 4; g++) {
+        const __m512i w0 = _mm512_loadu_si512((const void *)(panel + g * GROUP_BYTES));
+        const __m512i w1 = _mm512_loadu_si512((const void *)(panel + g * GROUP_BYTES + 64));
+        for (r = 0; r < rows; r++) {
+            const __m512i xb = _mm512_set1_epi32(load4(x + r * ldx + 4 * g));
+            a[r][0] = _mm512_dpbusd_epi32(a[r][0], xb, w0);
+            a[r][1] = _mm512_dpbusd_epi32(a[r][1], xb, w1);
+        }
+    }
+    for (r = 0; r < rows; r++) {
+        _mm512_storeu_si512((void *)(acc + r * PANEL), a[r][0]);
+        _mm512_storeu_si512((void *)(acc + r * PANEL + 16), a[r][1]);
+    }
+}
+
+VNNI_TARGET static void block_vnni(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+                                   int32_t *acc) {
+    switch (rows) {
+        case 8: rows_vnni(ldw, x, ldx, 8, panel, acc); break;
+        case 7: rows_vnni(ldw, x, ldx, 7, panel, acc); break;
+        case 6: rows_vnni(ldw, x, ldx, 6, panel, acc); break;
+        case 5: rows_vnni(ldw, x, ldx, 5, panel, acc); break;
+        case 4: rows_vnni(ldw, x, ldx, 4, panel, acc); break;
+        case 3: rows_vnni(ldw, x, ldx, 3, panel, acc); break;
+        case 2: rows_vnni(ldw, x, ldx, 2, panel, acc); break;
+        default: rows_vnni(ldw, x, ldx, 1, panel, acc); break;
+    }
+}
+#endif
+
+#if GEMM_AMX
+/* 32 rows x 32 outputs in four int32 tiles: tmm0, tmm1 the top 16 rows' two halves, tmm2, tmm3 the
+ * bottom's; tmm4, tmm5 the rows' x (16 rows x 64 k), tmm6, tmm7 the halves' weights (16 groups of
+ * 4 k x 16 outputs: 16 groups of the panel, 64 bytes of each). Tile shapes are per thread: the
+ * block loads its configuration each call (rows can change at a batch's last block). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+AMX_TARGET static void block_amx(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+                                 int32_t *acc) {
+    const size_t top = rows < 16 ? rows : 16, bottom = rows - top;
+    amx_config cfg;
+    size_t kc;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    cfg.rows[0] = cfg.rows[1] = cfg.rows[4] = (uint8_t)top;
+    cfg.colsb[0] = cfg.colsb[1] = cfg.colsb[4] = 64;
+    if (bottom) {
+        cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)bottom;
+        cfg.colsb[2] = cfg.colsb[3] = cfg.colsb[5] = 64;
+    }
+    cfg.rows[6] = cfg.rows[7] = 16;
+    cfg.colsb[6] = cfg.colsb[7] = 64;
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    if (bottom) {
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (kc = 0; kc < ldw / 64; kc++) { /* 64 k: 16 groups */
+        const int8_t *wk = panel + kc * 16 * GROUP_BYTES;
+        _tile_loadd(4, x + kc * 64, ldx);
+        _tile_loadd(6, wk, GROUP_BYTES);
+        _tile_loadd(7, wk + 64, GROUP_BYTES);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        if (bottom) {
+            _tile_loadd(5, x + 16 * ldx + kc * 64, ldx);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+        }
+    }
+    _tile_stored(0, acc, PANEL * 4);
+    _tile_stored(1, acc + 16, PANEL * 4);
+    if (bottom) {
+        _tile_stored(2, acc + 16 * PANEL, PANEL * 4);
+        _tile_stored(3, acc + 16 * PANEL + 16, PANEL * 4);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------ the product over panels */
+/* y for the panels [p0, p1): each panel (32 outputs, in L1 while it lasts) against the batch's
+ * rows a register block at a time; built once per kernel so the block inlines */
+static INLINE void gemm_panels(block_fn *block, size_t block_rows, const chargen_i8_matrix *w, size_t B,
+                               const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero, float *y,
+                               size_t ldy, size_t p0, size_t p1) {
+    const size_t ldw = w->ldw;
+    int32_t acc[MAX_ROWS * PANEL];
+    size_t p, b, r;
+    for (p = p0; p < p1; p++) {
+        const size_t n0 = p * PANEL, cols = w->N - n0 < PANEL ? w->N - n0 : PANEL;
+        const int8_t *panel = w->packed + p * PANEL * ldw;
+        for (b = 0; b < B; b += block_rows) {
+            const size_t rows = B - b < block_rows ? B - b : block_rows;
+            block(ldw, xq + b * ldx, ldx, rows, panel, acc);
+            for (r = 0; r < rows; r++) scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
+        }
+    }
+}
+
+static void gemm_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                   const int32_t *zero, float *y, size_t ldy, size_t p0, size_t p1) {
+    gemm_panels(block_c, 4, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+}
+#if GEMM_AVX2
+AVX2_TARGET static void gemm_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                  const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
+                                  size_t p1) {
+    gemm_panels(block_avx2, AVX2_ROWS, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+}
+#endif
+#if GEMM_VNNI
+VNNI_TARGET static void gemm_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                  const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
+                                  size_t p1) {
+    gemm_panels(block_vnni, VNNI_ROWS, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+}
+#endif
+#if GEMM_AMX
+AMX_TARGET static void gemm_amx(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
+                                size_t p1) {
+    gemm_panels(block_amx, 32, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    _tile_release(); /* the tile state off again: cheaper context switches between steps */
+}
+#endif
+
+/* ------------------------------------------------------------------ the kernels, and which a CPU runs */
+/* min_batch: from the batch where the packed product was measured faster than the step's
+ * matrix-vector kernels (docs/engines.md) */
+static const chargen_i8_gemm_kernel KERNELS[] = {
+#if GEMM_AMX
+    {"amx", gemm_amx, 32, 8},
+#endif
+#if GEMM_VNNI
+    {"avx512vnni", gemm_vnni, VNNI_ROWS, 8},
+#endif
+#if GEMM_AVX2
+    {"avx2", gemm_avx2, AVX2_ROWS, 4},
+#endif
+    {"c", gemm_c, 4, 4},
+};
+
+const chargen_i8_gemm_kernel *chargen_i8_gemm_kernels(size_t *count) {
+    *count = sizeof KERNELS / sizeof KERNELS[0];
+    return KERNELS;
+}
+
+#if GEMM_AMX && !defined(CHARGEN_X86_EMULATE)
+/* AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25), the tile data state granted by Linux
+ * (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), and a product of 40 rows x 64 outputs x
+ * K 192 equal to the plain loops': once per process */
+static int amx_ready(void) {
+    unsigned a, b, c, d;
+    size_t i;
+    int8_t w[64 * 192], packed[64 * 192];
+    uint8_t x[40 * 192];
+    float a_scale[40], y1[40 * 64], y2[40 * 64], scale[64];
+    int32_t zero[40], wsum[64];
+    chargen_i8_matrix m;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25))) return 0;
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0) return 0;
+    for (i = 0; i < sizeof w; i++) w[i] = (int8_t)(i * 2654435761u >> 13);
+    for (i = 0; i < sizeof x; i++) x[i] = (uint8_t)(i * 40503u >> 5);
+    for (i = 0; i < 40; i++) a_scale[i] = 1.0f, zero[i] = 0;
+    for (i = 0; i < 64; i++) scale[i] = 1.0f;
+    chargen_i8_row_sums(64, 192, 192, w, wsum);
+    chargen_i8_pack(64, 192, w, packed);
+    m.N = 64, m.K = 192, m.ldw = 192, m.w = w, m.packed = packed, m.scale = scale, m.wsum = wsum, m.bias = NULL;
+    gemm_amx(&m, 40, x, 192, a_scale, zero, y1, 64, 0, 2);
+    gemm_c(&m, 40, x, 192, a_scale, zero, y2, 64, 0, 2);
+    return memcmp(y1, y2, sizeof y1) == 0;
+}
+#endif
+
+int chargen_i8_gemm_usable(const chargen_i8_gemm_kernel *k) {
+#if defined(CHARGEN_X86_EMULATE)
+    (void)k;
+    return 1;
+#else
+#if GEMM_AMX
+    if (k->gemm == gemm_amx) {
+        static int ready = -1; /* once: the answer does not change, and two threads asking agree */
+        int r = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+        if (r < 0) {
+            r = amx_ready();
+            __atomic_store_n(&ready, r, __ATOMIC_RELEASE);
+        }
+        return r;
+    }
+#endif
+#if GEMM_VNNI
+    if (k->gemm == gemm_vnni)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+#if GEMM_AVX2
+    if (k->gemm == gemm_avx2) return __builtin_cpu_supports("avx2");
+#endif
+    return k->gemm == gemm_c;
+#endif
+}
+
+const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void) {
+    size_t i, n;
+    const chargen_i8_gemm_kernel *k = chargen_i8_gemm_kernels(&n);
+    for (i = 0; i + 1 < n; i++) /* the last, plain C, is only the layout's reference */
+        if (chargen_i8_gemm_usable(&k[i])) return &k[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ peak and read rate */
+#define PEAK_K 256
+
+typedef struct {
+    const chargen_i8_gemm_kernel *k;
+    size_t reps_per;
+    const uint8_t *p;
+    size_t bytes, per;
+    uint64_t sums[64];
+} rate_job;
+
+static void peak_chunk(void *arg, size_t c) {
+    rate_job *j = arg;
+    int8_t panel[PANEL * PEAK_K];
+    uint8_t x[MAX_ROWS * PEAK_K];
+    int32_t acc[MAX_ROWS * PANEL];
+    const size_t rows = j->k->rows;
+    block_fn *block = NULL;
+    size_t i;
+    for (i = 0; i < sizeof panel; i++) panel[i] = (int8_t)(i * 7 + c);
+    for (i = 0; i < sizeof x; i++) x[i] = (uint8_t)(i * 13 + c);
+#if GEMM_AMX
+    if (j->k->gemm == gemm_amx) block = block_amx;
+#endif
+#if GEMM_VNNI
+    if (j->k->gemm == gemm_vnni) block = block_vnni;
+#endif
+#if GEMM_AVX2
+    if (j->k->gemm == gemm_avx2) block = block_avx2;
+#endif
+    if (!block) block = block_c;
+    for (i = 0; i < j->reps_per; i++) block(PEAK_K, x, PEAK_K, rows, panel, acc);
+    j->sums[c % 64] += (uint64_t)acc[0];
+}
+
+double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads) {
+    rate_job j;
+    const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
+    const size_t chunks = (size_t)(threads <= 0 || threads > n ? n : threads);
+    memset(&j, 0, sizeof j);
+    j.k = k, j.reps_per = reps;
+    chargen_pool_run(pool, threads, chunks, peak_chunk, &j);
+    return (double)chunks * (double)reps * (double)(k->rows * PANEL * PEAK_K);
+}
+
+static void read_chunk(void *arg, size_t c) {
+    rate_job *j = arg;
+    const size_t start = c * j->per, end = start + j->per < j->bytes ? start + j->per : j->bytes;
+    uint64_t s[8] = {0}, v;
+    size_t r, i, t;
+    for (r = 0; r < j->reps_per; r++) {
+        for (i = start; i + 64 <= end; i += 64)
+            for (t = 0; t < 8; t++) {
+                memcpy(&v, j->p + i + 8 * t, 8);
+                s[t] ^= v;
+            }
+    }
+    for (t = 0; t < 8; t++) j->sums[c % 64] ^= s[t];
+}
+
+uint64_t chargen_i8_read(const void *p, size_t bytes, size_t reps, chargen_pool *pool, int threads) {
+    rate_job j;
+    const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
+    const size_t chunks = (size_t)(threads <= 0 || threads > n ? n : threads);
+    uint64_t s = 0;
+    size_t c;
+    memset(&j, 0, sizeof j);
+    j.p = p, j.bytes = bytes, j.reps_per = reps, j.per = (bytes / chunks + 63) / 64 * 64;
+    chargen_pool_run(pool, threads, chunks, read_chunk, &j);
+    for (c = 0; c < 64; c++) s ^= j.sums[c];
+    return s;
+}
