@@ -287,7 +287,7 @@ static const chargen_i8_gemm_kernel KERNELS[] = {
     {"avx512vnni", gemm_vnni, VNNI_ROWS, 8},
 #endif
 #if GEMM_AVX2
-    {"avx2", gemm_avx2, AVX2_ROWS, 4},
+    {"avx2", gemm_avx2, AVX2_ROWS, 2},
 #endif
     {"c", gemm_c, 4, 4},
 };
@@ -361,14 +361,14 @@ const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void) {
 }
 
 /* ------------------------------------------------------------------ peak and read rate */
-#define PEAK_K 256
+#define PEAK_K 512 /* a panel of 16 KB: in L1 beside the rows */
 
 typedef struct {
     const chargen_i8_gemm_kernel *k;
     size_t reps_per;
     const uint8_t *p;
     size_t bytes, per;
-    uint64_t sums[64];
+    uint64_t sums[256];
 } rate_job;
 
 static void peak_chunk(void *arg, size_t c) {
@@ -392,17 +392,17 @@ static void peak_chunk(void *arg, size_t c) {
 #endif
     if (!block) block = block_c;
     for (i = 0; i < j->reps_per; i++) block(PEAK_K, x, PEAK_K, rows, panel, acc);
-    j->sums[c % 64] += (uint64_t)acc[0];
+    j->sums[c % 256] += (uint64_t)acc[0];
 }
 
 double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads) {
     rate_job j;
     const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
-    const size_t chunks = (size_t)(threads <= 0 || threads > n ? n : threads);
+    const size_t chunks = 8 * (size_t)(threads <= 0 || threads > n ? n : threads); /* a late thread leaves little */
     memset(&j, 0, sizeof j);
-    j.k = k, j.reps_per = reps;
+    j.k = k, j.reps_per = (reps + 7) / 8;
     chargen_pool_run(pool, threads, chunks, peak_chunk, &j);
-    return (double)chunks * (double)reps * (double)(k->rows * PANEL * PEAK_K);
+    return (double)chunks * (double)j.reps_per * (double)(k->rows * PANEL * PEAK_K);
 }
 
 static void read_chunk(void *arg, size_t c) {
@@ -417,7 +417,7 @@ static void read_chunk(void *arg, size_t c) {
                 s[t] ^= v;
             }
     }
-    for (t = 0; t < 8; t++) j->sums[c % 64] ^= s[t];
+    for (t = 0; t < 8; t++) j->sums[c % 256] ^= s[t];
 }
 
 uint64_t chargen_i8_read(const void *p, size_t bytes, size_t reps, chargen_pool *pool, int threads) {
@@ -429,6 +429,6 @@ uint64_t chargen_i8_read(const void *p, size_t bytes, size_t reps, chargen_pool 
     memset(&j, 0, sizeof j);
     j.p = p, j.bytes = bytes, j.reps_per = reps, j.per = (bytes / chunks + 63) / 64 * 64;
     chargen_pool_run(pool, threads, chunks, read_chunk, &j);
-    for (c = 0; c < 64; c++) s ^= j.sums[c];
+    for (c = 0; c < 256; c++) s ^= j.sums[c];
     return s;
 }

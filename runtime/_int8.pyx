@@ -15,7 +15,7 @@ the step runs without the GIL, its loops on the object's own pool of threads (cs
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 
 cnp.import_array()
@@ -37,6 +37,7 @@ cdef extern from "int8_step.h" nogil:
         const float *scale
         const int32_t *wsum
         const float *bias
+        const int8_t *packed
 
     ctypedef struct chargen_i8_gru:
         size_t L, H, V
@@ -62,6 +63,26 @@ cdef extern from "int8_step.h" nogil:
     int chargen_i8_threaded()
 
 
+cdef extern from "int8_gemm.h" nogil:
+    ctypedef struct chargen_i8_gemm_kernel:
+        const char *name
+        size_t rows
+        size_t min_batch
+
+    size_t chargen_i8_packed_bytes(size_t N, size_t ldw)
+    void chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed)
+    const chargen_i8_gemm_kernel *chargen_i8_gemm_pick()
+    double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads)
+    uint64_t chargen_i8_read(const void *p, size_t nbytes, size_t reps, chargen_pool *pool, int threads)
+
+
+def packed_kernel():
+    """The packed (batched) product's kernel on this CPU, 'amx', 'avx512vnni' or 'avx2', and the
+    batch size the step takes it from; None where there is none (then every batch runs on kernel())."""
+    cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
+    return None if k == NULL else (k.name.decode(), k.min_batch)
+
+
 def kernel():
     """The int8 kernel this CPU gets: 'avx512vnni', 'avx2' (x86), 'neon-i8mm', 'neon-dotprod', 'neon' (aarch64) or 'c'."""
     return chargen_i8_kernel().decode()
@@ -70,6 +91,13 @@ def kernel():
 def threaded():
     """Whether the step can run on several threads (csrc/pool.c built with threads: not on Windows)."""
     return bool(chargen_i8_threaded())
+
+
+def _aligned_bytes(size_t n):
+    """n zero bytes starting on a 64-byte boundary (the kernels' loads)."""
+    buf = np.zeros(n + 64, np.int8)
+    start = (-buf.ctypes.data) % 64
+    return buf[start : start + n]
 
 
 def _array(a, dtype, shape, what):
@@ -90,6 +118,8 @@ cdef class Int8Step:
     cdef chargen_pool *pool
     cdef readonly size_t L, H, V
     cdef readonly int threads
+    cdef readonly size_t weight_bytes  # the int8 products' weights: multiply-adds per stream and step
+    cdef readonly size_t packed_bytes  # their packed copy for batches (0 where the CPU has no packed kernel)
     cdef list _keep
 
     def __cinit__(self):
@@ -107,6 +137,8 @@ cdef class Int8Step:
         bias; b_hh (L, 3H), head_w (V, H), head_b (V) float32. threads: the step's threads,
         the caller's included (0: one per CPU this process may run on; 1: no pool)."""
         cdef size_t L = len(w_hh), k
+        cdef const chargen_i8_gemm_kernel *packed_kernel = chargen_i8_gemm_pick()
+        self.weight_bytes = self.packed_bytes = 0
         if L < 1 or len(w_ih) != L:
             raise ValueError("w_hh and w_ih need one entry per layer")
         V, H3 = np.shape(table)
@@ -136,6 +168,13 @@ cdef class Int8Step:
             wsum = np.empty(3 * H, np.int32)
             chargen_i8_row_sums(3 * H, H, ldw, <const int8_t *>cnp.PyArray_DATA(w), <int32_t *>cnp.PyArray_DATA(wsum))
             keep += [w, scale, wsum]
+            if packed_kernel != NULL:  # the batched product's copy, in its layout (int8_gemm.h)
+                packed = _aligned_bytes(chargen_i8_packed_bytes(3 * H, ldw))
+                chargen_i8_pack(3 * H, ldw, <const int8_t *>cnp.PyArray_DATA(w), <int8_t *>cnp.PyArray_DATA(packed))
+                keep.append(packed)
+                self.mats[k].packed = <const int8_t *>cnp.PyArray_DATA(packed)
+                self.packed_bytes += packed.nbytes
+            self.weight_bytes += 3 * H * H
             self.mats[k].N, self.mats[k].K, self.mats[k].ldw = 3 * H, H, ldw
             self.mats[k].w = <const int8_t *>cnp.PyArray_DATA(w)
             self.mats[k].scale = <const float *>cnp.PyArray_DATA(scale)
@@ -158,6 +197,52 @@ cdef class Int8Step:
         self.pool = chargen_pool_new(max(threads, 0)) if threads != 1 else NULL  # threads start at the first step
         self.gru.pool = self.pool
         self.L, self.H, self.V, self.threads = L, H, V, chargen_pool_threads(self.pool)
+
+    def kernel_for(self, size_t batch_size):
+        """The kernel that runs this model's products at a batch size: kernel(), or
+        packed_kernel()'s name + ' packed' from its batch size on."""
+        packed = packed_kernel()
+        if packed is not None and self.packed_bytes and batch_size >= packed[1]:
+            return packed[0] + " packed"
+        return kernel()
+
+    def peak(self, double seconds=0.2, int threads=0):
+        """Multiply-adds a second of the packed kernel's inner loop on data in L1, on this step's
+        threads (threads: 0 all of them): the ceiling of the batched product on this CPU. None
+        where the CPU has no packed kernel."""
+        import time
+        cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
+        cdef size_t reps = 64
+        cdef double macs
+        if k == NULL:
+            return None
+        while True:
+            t = time.perf_counter()
+            with nogil:
+                macs = chargen_i8_gemm_peak(k, reps, self.pool, threads)
+            elapsed = time.perf_counter() - t
+            if elapsed >= seconds:
+                return macs / elapsed
+            reps = <size_t>(reps * min(max(2.0, 1.2 * seconds / max(elapsed, 1e-6)), 1e4))
+
+    def read_rate(self, double seconds=0.2, int threads=0):
+        """Bytes a second this step's threads read of its weights (the packed copy where there is
+        one): what the product cannot beat once the weights dominate (small batches)."""
+        import time
+        cdef size_t reps = 1, nbytes
+        cdef const void *p
+        packed = [a for a in self._keep if a.dtype == np.int8 and a.ndim == 1]
+        arrays = packed or [a for a in self._keep if a.dtype == np.int8]
+        buf = np.concatenate([a.reshape(-1) for a in arrays])
+        nbytes, p = buf.nbytes, cnp.PyArray_DATA(buf)
+        while True:
+            t = time.perf_counter()
+            with nogil:
+                chargen_i8_read(p, nbytes, reps, self.pool, threads)
+            elapsed = time.perf_counter() - t
+            if elapsed >= seconds:
+                return nbytes * reps / elapsed
+            reps = <size_t>(reps * min(max(2.0, 1.2 * seconds / max(elapsed, 1e-6)), 1e4))
 
     def scratch(self, size_t batch_size):
         """A scratch buffer for steps over batch_size streams (one per concurrent caller)."""

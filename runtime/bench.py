@@ -153,17 +153,22 @@ def _rss_bytes() -> int:
 
 
 def run_bench(path, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
-              batch_sizes=(1, 64), cold_start: bool = True, engine: str = "auto") -> dict:
+              batch_sizes=None, cold_start: bool = True, engine: str = "auto") -> dict:
     """The figures of one model (see compare_bench)."""
     return compare_bench([path], device=device, threads=threads, seconds=seconds,
                          batch_sizes=batch_sizes, cold_start=cold_start, engines=[engine])[0]
 
 
+BATCH_SIZES = (1, 64)
+INT8_BATCH_SIZES = (1, 4, 16, 64, 256)  # where an int8 step's kernels change, and a server's batches
+
+
 def compare_bench(paths, *, device: str = "auto", threads: int | None = None, seconds: float = 2.0,
-                  batch_sizes=(1, 64), cold_start: bool = True, engines=("auto",)) -> list[dict]:
+                  batch_sizes=None, cold_start: bool = True, engines=("auto",)) -> list[dict]:
     """One report per model; at each batch size the models take turns in short slices, so their
     ratios hold even on a machine whose speed drifts (an fp32 against an int8 export, say).
     engines: one for every model, or one per model (the same file twice compares engines).
+    batch_sizes: None for INT8_BATCH_SIZES where a model is int8, else BATCH_SIZES.
 
     Where onnxruntime and chargen's int8 step share the process and threads is None, the
     onnxruntime sessions get their default thread count given explicitly (physical_cores()):
@@ -202,15 +207,24 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             "cpus": os.cpu_count(),
             "runs": [],
         })
+    if batch_sizes is None:
+        batch_sizes = INT8_BATCH_SIZES if any(m.precision == "int8" for m in models) else BATCH_SIZES
     for B in batch_sizes:
         generators = []
         for model in models:
             g = Generator(model, GenerationOptions(seed=0, temperature=1.0), batch_size=int(B))
             g.feed(model.vocab.chars[0])
             generators.append(g)
-        for report, run, g in zip(reports, _measure_in_turns(generators, seconds), generators):
-            report["runs"].append({**run, "engine": g.engine})
+        for report, run, g, model in zip(reports, _measure_in_turns(generators, seconds), generators, models):
+            kernel = model.int8_step.kernel_for(int(B)) if g.engine == "chargen" else None
+            report["runs"].append({**run, "engine": g.engine, **({"kernel": kernel} if kernel else {})})
         del generators
+    for report, model in zip(reports, models):
+        peak = int8_peak(model, threads, seconds=min(0.3, seconds / 4))
+        if peak:
+            report["int8_peak"] = peak
+            for run in report["runs"]:
+                _fractions(run, peak)
     rss = _rss_bytes()
     for report in reports:
         report["rss_bytes"] = rss
@@ -218,6 +232,33 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
         if cold_start:
             report["cold_start"] = measure_cold_start(report["model"], device, threads, report["engine"])
     return reports
+
+
+def int8_peak(model, threads: int | None, seconds: float = 0.3) -> dict | None:
+    """The ceilings of an int8 (MatMulInteger) model's products on this CPU, measured here: the
+    multiply-adds a second of chargen's packed kernel's inner loop on data in L1, and the read rate
+    of the products' weights (as the packed kernel holds them), on the step's threads. None for
+    other models, or where the CPU has no packed kernel."""
+    from chargen.runtime import _int8
+    from chargen.runtime.engine import EngineError, build, unsupported
+
+    if unsupported(model.device, model.metadata) or _int8.packed_kernel() is None:
+        return None
+    try:
+        step = model.int8_step or build(model, threads)
+    except EngineError:
+        return None
+    return {"kernel": _int8.packed_kernel()[0], "threads": step.threads, "macs_per_s": step.peak(seconds),
+            "read_bytes_per_s": step.read_rate(seconds), "macs_per_char": step.weight_bytes,
+            "weight_bytes": step.weight_bytes, "packed_bytes": step.packed_bytes}
+
+
+def _fractions(run: dict, peak: dict) -> None:
+    """A run's product against the peak: its multiply-adds a second over the kernel's, and the
+    bytes of weights a second its steps read (once a step) over the read rate."""
+    steps = run["chars_per_s"] / run["batch_size"]
+    run["product_of_peak"] = run["chars_per_s"] * peak["macs_per_char"] / peak["macs_per_s"]
+    run["weights_of_read_rate"] = steps * peak["weight_bytes"] / peak["read_bytes_per_s"]
 
 
 def format_comparison(reports: list[dict]) -> str:
@@ -258,13 +299,25 @@ def format_report(report: dict) -> str:
         f"E={report['embedding_dim']} H={report['hidden_size']} V={report['vocab_size']})",
         f"device    {report['device']}, engine {_engine(report)}, {report['cpus']} CPU(s)",
         "",
-        f"{'batch':>6} {'chars/s':>12} {'step us':>9} {'graph us':>9} {'sampler us':>11} {'rest us':>8}  engine",
     ]
+    peak = report.get("int8_peak")
+    fractions = f" {'% peak':>7} {'% read':>7}" if peak else ""
+    lines.append(f"{'batch':>6} {'chars/s':>12} {'step us':>9} {'graph us':>9} {'sampler us':>11} {'rest us':>8}"
+                 f"{fractions}  engine")
     for r in report["runs"]:
+        engine = r.get("engine", "onnxruntime") + (f" ({r['kernel']})" if r.get("kernel") else "")
+        cells = f" {r['product_of_peak']:>7.0%} {r['weights_of_read_rate']:>7.0%}" if peak else ""
         lines.append(
             f"{r['batch_size']:>6} {r['chars_per_s']:>12,.0f} {r['step_us']:>9.1f} {r['graph_us']:>9.1f} "
-            f"{r['sampler_us']:>11.2f} {r['rest_us']:>8.1f}  {r.get('engine', 'onnxruntime')}"
+            f"{r['sampler_us']:>11.2f} {r['rest_us']:>8.1f}{cells}  {engine}"
         )
+    if peak:
+        lines.append(
+            f"% peak: the step's int8 multiply-adds a second ({peak['macs_per_char'] / 1e6:.2f} M a character) "
+            f"against chargen's {peak['kernel']} kernel's inner loop on data in L1, "
+            f"{peak['macs_per_s'] / 1e9:.1f} G/s on {peak['threads']} thread(s); % read: the int8 weights "
+            f"({peak['weight_bytes'] / 2**20:.1f} MiB) read once a step, against "
+            f"{peak['read_bytes_per_s'] / 1e9:.1f} GB/s read of them here")
     lines.append("")
     loaded = report.get("models_loaded", 1)
     which = "after the runs" if loaded == 1 else f"after the runs, {loaded} models loaded"

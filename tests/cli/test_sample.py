@@ -4,6 +4,7 @@ terminals, what gets imported)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from chargen.cli import app  # noqa: E402
 
-from chargen.runtime import GenerationOptions, Generator, Model  # noqa: E402
+from chargen.runtime import GenerationOptions, Generator, Model, _int8  # noqa: E402
 from chargen.runtime.bench import StepSplit, compare_bench  # noqa: E402
 
 from modelkit import model_file  # noqa: E402
@@ -252,8 +253,14 @@ def test_bench_compares_the_engines_on_one_model(int8_path):
     r = runner.invoke(app, ["bench", "-m", str(int8_path), "-m", str(int8_path), "--engine", "onnxruntime",
                             "--engine", "chargen", "--seconds", "0.1", "--batch", "1", "--batch", "4", "--no-cold-start"])
     assert r.exit_code == 0, r.output
-    rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("1 ", "4 "))]
-    assert [row[-1] for row in rows] == ["onnxruntime", "onnxruntime", "chargen", "chargen"]
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("1 ", "4 "))]
+    engines = [line.rsplit("  ", 1)[-1] for line in rows]  # the last column: who ran the step, on what kernel
+    kernel, packed = _int8.kernel(), _int8.packed_kernel()
+    packed4 = f"{packed[0]} packed" if packed and packed[1] <= 4 else kernel
+    assert engines == ["onnxruntime", "onnxruntime", f"chargen ({kernel})", f"chargen ({packed4})"], r.stdout
     assert "(int8 MatMulInteger, chargen engine) " in r.stdout and "batch 4:" in r.stdout  # the ratio lines
+    if packed:  # each figure against the peak measured here: the kernel's inner loop, the weights' read rate
+        assert "% peak  % read" in r.stdout and f"against chargen's {packed[0]} kernel's inner loop" in r.stdout
+        assert all(len(re.findall(r" \d+% ", line)) == 2 for line in rows), r.stdout
     bad = runner.invoke(app, ["bench", "-m", str(int8_path), "--engine", "chargen", "--engine", "auto"])
     assert bad.exit_code == 1 and "give --engine once, or once per --model (1), not 2 times" in bad.stderr

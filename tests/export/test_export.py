@@ -275,3 +275,44 @@ def test_what_the_two_int8_engines_share_on_trained_models(which, request, corpu
     one_thread = Model.load(exported.path, device="cpu", engine="chargen", threads=1)
     assert (Generator(one_thread, sampled).generate("ROMEO: ")
             == Generator(models["chargen"], sampled).generate("ROMEO: "))
+
+
+@pytest.mark.parametrize("which", ["checkpoint_path", "deep_checkpoint_path"])
+def test_chargens_batched_int8_product_follows_torch_over_a_long_rollout(which, request, corpus_file, tmp_path):
+    """The batched (packed) int8 product on trained checkpoints: 37 streams teacher-forced over
+    1,000 characters each (stream r from character r of the validation split) give, row for row,
+    the bits of the same text run alone (where the matrix-vector kernels run it: the products are
+    exact in both and each stream is quantized on its own), so the loss beside torch is the one
+    the single stream has; on x86 the batch runs on the packed kernel (AVX2, AVX-512 VNNI or AMX)."""
+    from chargen.export.onnx_export import _torch_logits, check_text, load_checkpoint
+    from chargen.runtime import GenerationOptions, Generator, Model, _int8
+
+    B, T, rows = 37, 1000, (0, 17, 36)
+    exported = export_checkpoint(tmp_path / "int8.onnx", request.getfixturevalue(which), "int8", data=corpus_file)
+    _, torch_model, vocab, cp = load_checkpoint(request.getfixturevalue(which))
+    ids, _ = check_text(cp, vocab, corpus_file, T + B)
+    streams = np.stack([ids[r : r + T] for r in range(B)])  # (B, T)
+    model = Model.load(exported.path, device="cpu", engine="chargen")
+    if _int8.packed_kernel() is not None:
+        assert model.int8_step.kernel_for(B).endswith(" packed") and not model.int8_step.kernel_for(1).endswith(" packed")
+
+    def rollout(batch: np.ndarray) -> np.ndarray:  # (b, T) ids -> (T - 1, b, V) logits
+        g = Generator(model, GenerationOptions(seed=0), batch_size=len(batch))
+        g.feed([vocab.decode(row[:1].tolist()) for row in batch])
+        out = [g.logits.copy()]
+        for t in range(1, T - 1):
+            g.advance([int(i) for i in batch[:, t]])
+            out.append(g.logits.copy())
+        return np.stack(out)
+
+    batched = rollout(streams)
+    for r in rows:
+        alone = rollout(streams[r : r + 1])
+        assert np.array_equal(batched[:, r], alone[:, 0]), f"stream {r} differs from its run alone"
+    want, _ = _torch_logits(torch_model, streams[0, :-1, None])
+    z = batched[:, 0] - batched[:, 0].max(axis=1, keepdims=True)
+    zt = want[:, 0] - want[:, 0].max(axis=1, keepdims=True)
+    target = np.arange(T - 1), streams[0, 1:]
+    loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[target]))
+    torch_loss = float(np.mean(np.log(np.exp(zt).sum(axis=1)) - zt[target]))
+    assert abs(loss - torch_loss) <= MAX_LOSS_INCREASE, (loss, torch_loss)
