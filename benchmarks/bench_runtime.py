@@ -17,6 +17,11 @@ Measured (chars/s; per step: one graph run + one draw for every stream):
                 "fp32 / floor" = floor time / step time)
   floor int8    the same graph quantized as the int8 export is (each kernel): onnxruntime's
                 int8 products alone, timed in turns with that int8 step alone
+  peak          the int8 rows' share of two ceilings measured first on this machine
+                (chargen.runtime.bench.int8_peak): the multiply-adds a second of chargen's packed
+                kernel's inner loop on data in L1 ("product % of peak": the step's int8 products
+                a second over it), and the read rate of the int8 weights ("weights % of read
+                rate": one read of them a step)
 Every onnxruntime session gets onnxruntime's default thread count (one per physical core) given
 explicitly: left to its default, onnxruntime pins its threads to cores, and those pinned threads,
 spinning after a run, starved chargen's int8 step on the same core (2x slower in half the runs);
@@ -316,14 +321,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--hidden-size", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=3.0, help="time budget of each figure (they are measured in turns)")
-    ap.add_argument("--batch", type=int, action="append", help="batch sizes [1, 64]")
+    ap.add_argument("--batch", type=int, action="append", help="batch sizes [1, 4, 16, 64, 256]")
     ap.add_argument("--sweep", action="store_true", help="also measure intra-op threads x spinning")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch eager loop")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--contention", type=int, metavar="N",
                     help="only chargen's int8 step: default threads against --threads 1, quiet and beside N busy processes")
     args = ap.parse_args(argv)
-    batches = args.batch or [1, 64]
+    batches = args.batch or [1, 4, 16, 64, 256]
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "load_avg_before": os.getloadavg()},
@@ -332,6 +337,9 @@ def main(argv=None) -> dict:
         "rows": [],
     }
     import onnxruntime as ort
+
+    from chargen.runtime import Model
+    from chargen.runtime.bench import int8_peak, peak_fractions
 
     results["machine"]["onnxruntime"] = ort.__version__
 
@@ -344,18 +352,32 @@ def main(argv=None) -> dict:
                       f"{r['floor_fraction']:.0%} of the floor's speed")
         if "graph_us" in r:
             split = f"   graph {r['graph_us']:8.1f}  sampler {r['sampler_us']:6.2f}  rest {r['rest_us']:6.1f} us"
+        if peak and name in (runtime_name("int8"), CHARGEN):
+            r.update(peak_fractions(r["chars_per_s"], B, peak))
+            split += f"   product {r['product_of_peak']:4.0%} of peak, weights {r['weights_of_read_rate']:4.0%} of read rate"
+        if name == CHARGEN:
+            r["kernel"] = kernels[B]
+            split += f"   kernel {r['kernel']}"
         print(f"{name:<40} B={B:<3} {r['chars_per_s']:>11,.0f} chars/s  {r['step_us']:9.1f} us/step "
               f"(median {r['median_step_us']:8.1f}){split}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="chargen-bench-") as tmp:
         paths, weights, config, vocab = build_models(Path(tmp), args.embedding_dim, args.hidden_size, args.layers)
         L, H, V = args.layers, args.hidden_size, len(vocab)
+        peak = int8_peak(Model.load(paths["int8"], device="cpu", engine="chargen"), None)
+        results["int8_peak"] = peak
+        if peak:
+            print(f"int8 peak here: chargen's {peak['kernel']} kernel's inner loop {peak['macs_per_s'] / 1e9:.1f} G "
+                  f"multiply-adds/s on {peak['threads']} threads (L1 data); the int8 weights "
+                  f"({peak['weight_bytes'] / 2**20:.1f} MiB) read at {peak['read_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
+        kernels = {}
         if args.contention is not None:
             results["contention"] = contention(paths["int8"], args.batch or [1, 4], args.contention, args.seconds)
             batches = []
         for B in batches:
             gens = {runtime_name(p): runtime_generator(paths[p], B) for p in PRECISIONS}
             gens[CHARGEN] = runtime_generator(paths["int8"], B, engine="chargen")
+            kernels[B] = gens[CHARGEN].model.int8_step.kernel_for(B)
             if args.sweep:
                 for threads in (1, 2):
                     for spin in ("0", "1"):

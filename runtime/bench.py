@@ -224,7 +224,7 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
         if peak:
             report["int8_peak"] = peak
             for run in report["runs"]:
-                _fractions(run, peak)
+                run.update(peak_fractions(run["chars_per_s"], run["batch_size"], peak))
     rss = _rss_bytes()
     for report in reports:
         report["rss_bytes"] = rss
@@ -253,12 +253,11 @@ def int8_peak(model, threads: int | None, seconds: float = 0.3) -> dict | None:
             "weight_bytes": step.weight_bytes, "packed_bytes": step.packed_bytes}
 
 
-def _fractions(run: dict, peak: dict) -> None:
-    """A run's product against the peak: its multiply-adds a second over the kernel's, and the
-    bytes of weights a second its steps read (once a step) over the read rate."""
-    steps = run["chars_per_s"] / run["batch_size"]
-    run["product_of_peak"] = run["chars_per_s"] * peak["macs_per_char"] / peak["macs_per_s"]
-    run["weights_of_read_rate"] = steps * peak["weight_bytes"] / peak["read_bytes_per_s"]
+def peak_fractions(chars_per_s: float, batch_size: int, peak: dict) -> dict:
+    """A figure against int8_peak's: its products' multiply-adds a second over the kernel's, and
+    the bytes of weights a second its steps read (once a step) over the read rate."""
+    return {"product_of_peak": chars_per_s * peak["macs_per_char"] / peak["macs_per_s"],
+            "weights_of_read_rate": chars_per_s / batch_size * peak["weight_bytes"] / peak["read_bytes_per_s"]}
 
 
 def format_comparison(reports: list[dict]) -> str:

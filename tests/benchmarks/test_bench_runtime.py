@@ -47,6 +47,18 @@ def test_bench_runtime_reports_every_contender_and_ratio(tmp_path, capsys):
             parts = r["graph_us"] + r["sampler_us"] + r["rest_us"]
             assert r["rest_us"] >= 0 and parts == pytest.approx(r["split_step_us"])
     assert results["cold_start"]["torch_imported"] is False
+    from chargen.runtime import _int8
+
+    packed, peak = _int8.packed_kernel(), results["int8_peak"]
+    assert (peak is None) == (packed is None)
+    if peak:  # the int8 rows against the peak measured first: the kernel's inner loop, the weights' read
+        assert peak["kernel"] == packed[0] and peak["macs_per_s"] > 1e8 and peak["read_bytes_per_s"] > 1e8
+        assert peak["macs_per_char"] == 3 * 32 * 32  # the one layer's W_hh (layer 0's W_ih is a table lookup)
+        for r in results["rows"]:
+            if r["name"] in (bench.runtime_name("int8"), bench.CHARGEN):
+                assert 0 < r["product_of_peak"] and 0 < r["weights_of_read_rate"]
+        kernels = {r["batch"]: r["kernel"] for r in results["rows"] if r["name"] == bench.CHARGEN}
+        assert kernels[3] == (f"{packed[0]} packed" if packed[1] <= 3 else _int8.kernel())
     printed = capsys.readouterr().out
     assert "B=1 speed ratios (median slices)" in printed and "cold start" in printed
 
