@@ -65,15 +65,21 @@ static INLINE int32_t load4(const uint8_t *p) { /* four bytes of a row, as vpbro
 /* ------------------------------------------------------------------ packing */
 size_t chargen_i8_packed_bytes(size_t N, size_t ldw) { return (N + PANEL - 1) / PANEL * PANEL * ldw; }
 
-void chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed) {
+int chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed) {
     const size_t panels = (N + PANEL - 1) / PANEL, groups = ldw / 4;
     size_t p, g, n, i;
+    int narrow = 1;
     for (p = 0; p < panels; p++)
         for (g = 0; g < groups; g++) {
             int8_t *dst = packed + (p * groups + g) * GROUP_BYTES;
             for (n = 0; n < PANEL; n++)
-                for (i = 0; i < 4; i++) dst[4 * n + i] = p * PANEL + n < N ? w[(p * PANEL + n) * ldw + 4 * g + i] : 0;
+                for (i = 0; i < 4; i++) {
+                    const int8_t v = p * PANEL + n < N ? w[(p * PANEL + n) * ldw + 4 * g + i] : 0;
+                    narrow &= v >= -64 && v <= 64;
+                    dst[4 * n + i] = v;
+                }
         }
+    return narrow;
 }
 
 /* ------------------------------------------------------------------ register blocks
@@ -119,19 +125,60 @@ AVX2_TARGET static INLINE void half_avx2(size_t ldw, const uint8_t *x, size_t ld
     }
 }
 
-AVX2_TARGET static INLINE void rows_avx2(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
-                                         const int8_t *panel, int32_t *acc) {
-    half_avx2(ldw, x, ldx, rows, panel, acc);
-    half_avx2(ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
+/* narrow weights, 4 rows x 16 outputs: per group, two vectors of 8 outputs x 4 k, each
+ * vpmaddubsw'd with every row's four x broadcast (pairs of products in int16: exact, see
+ * int8_gemm.h) and widened by vpmaddwd with ones into 8 int32, one per output */
+#define NARROW_ROWS 4
+AVX2_TARGET static INLINE void half_narrow(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                           const int8_t *half, int32_t *acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a[NARROW_ROWS][2];
+    size_t g, r;
+    for (r = 0; r < rows; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
+    for (g = 0; g < ldw / 4; g++) {
+        const int8_t *wg = half + g * GROUP_BYTES;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)wg);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wg + 32));
+        for (r = 0; r < rows; r++) {
+            const __m256i xb = _mm256_set1_epi32(load4(x + r * ldx + 4 * g));
+            a[r][0] = _mm256_add_epi32(a[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w0), ones));
+            a[r][1] = _mm256_add_epi32(a[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w1), ones));
+        }
+    }
+    for (r = 0; r < rows; r++) {
+        _mm256_storeu_si256((__m256i *)(void *)(acc + r * PANEL), a[r][0]);
+        _mm256_storeu_si256((__m256i *)(void *)(acc + r * PANEL + 8), a[r][1]);
+    }
+}
+
+/* 16 outputs (half a panel) of narrow or any weights, a constant row count in each case: the
+ * compiler keeps the block in registers */
+AVX2_TARGET static void half_block(int narrow, size_t ldw, const uint8_t *x, size_t ldx, size_t rows,
+                                   const int8_t *half, int32_t *acc) {
+    if (narrow) switch (rows) {
+            case 4: half_narrow(ldw, x, ldx, 4, half, acc); break;
+            case 3: half_narrow(ldw, x, ldx, 3, half, acc); break;
+            case 2: half_narrow(ldw, x, ldx, 2, half, acc); break;
+            default: half_narrow(ldw, x, ldx, 1, half, acc); break;
+        }
+    else switch (rows) {
+            case 3: half_avx2(ldw, x, ldx, 3, half, acc); break;
+            case 2: half_avx2(ldw, x, ldx, 2, half, acc); break;
+            default: half_avx2(ldw, x, ldx, 1, half, acc); break;
+        }
+}
+
+/* a whole panel (both halves), for the peak's loop */
+AVX2_TARGET static void block_narrow(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+                                     int32_t *acc) {
+    half_block(1, ldw, x, ldx, rows, panel, acc);
+    half_block(1, ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
 }
 
 AVX2_TARGET static void block_avx2(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
                                    int32_t *acc) {
-    switch (rows) { /* a constant row count in each: the compiler keeps the block in registers */
-        case 3: rows_avx2(ldw, x, ldx, 3, panel, acc); break;
-        case 2: rows_avx2(ldw, x, ldx, 2, panel, acc); break;
-        default: rows_avx2(ldw, x, ldx, 1, panel, acc); break;
-    }
+    half_block(0, ldw, x, ldx, rows, panel, acc);
+    half_block(0, ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
 }
 #endif
 
@@ -254,10 +301,24 @@ static void gemm_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size
     gemm_panels(block_c, 4, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #if GEMM_AVX2
+/* a half panel at a time against all the rows: its 16 KB (K = 1024) stay in L1 */
 AVX2_TARGET static void gemm_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                   size_t p1) {
-    gemm_panels(block_avx2, AVX2_ROWS, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    const size_t ldw = w->ldw, block_rows = w->narrow ? NARROW_ROWS : AVX2_ROWS;
+    int32_t acc[NARROW_ROWS * PANEL];
+    size_t p, h, b, r;
+    for (p = p0; p < p1; p++)
+        for (h = 0; h < 2 && p * PANEL + h * PANEL / 2 < w->N; h++) {
+            const size_t n0 = p * PANEL + h * PANEL / 2, cols = w->N - n0 < PANEL / 2 ? w->N - n0 : PANEL / 2;
+            const int8_t *half = w->packed + p * PANEL * ldw + h * GROUP_BYTES / 2;
+            for (b = 0; b < B; b += block_rows) {
+                const size_t rows = B - b < block_rows ? B - b : block_rows;
+                half_block(w->narrow, ldw, xq + b * ldx, ldx, rows, half, acc);
+                for (r = 0; r < rows; r++)
+                    scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
+            }
+        }
 }
 #endif
 #if GEMM_VNNI
@@ -287,7 +348,7 @@ static const chargen_i8_gemm_kernel KERNELS[] = {
     {"avx512vnni", gemm_vnni, VNNI_ROWS, 8},
 #endif
 #if GEMM_AVX2
-    {"avx2", gemm_avx2, AVX2_ROWS, 2},
+    {"avx2", gemm_avx2, AVX2_ROWS, 1},
 #endif
     {"c", gemm_c, 4, 4},
 };
@@ -316,7 +377,7 @@ static int amx_ready(void) {
     for (i = 0; i < 40; i++) a_scale[i] = 1.0f, zero[i] = 0;
     for (i = 0; i < 64; i++) scale[i] = 1.0f;
     chargen_i8_row_sums(64, 192, 192, w, wsum);
-    chargen_i8_pack(64, 192, w, packed);
+    m.narrow = chargen_i8_pack(64, 192, w, packed);
     m.N = 64, m.K = 192, m.ldw = 192, m.w = w, m.packed = packed, m.scale = scale, m.wsum = wsum, m.bias = NULL;
     gemm_amx(&m, 40, x, 192, a_scale, zero, y1, 64, 0, 2);
     gemm_c(&m, 40, x, 192, a_scale, zero, y2, 64, 0, 2);
@@ -365,44 +426,56 @@ const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void) {
 
 typedef struct {
     const chargen_i8_gemm_kernel *k;
+    int narrow;
     size_t reps_per;
     const uint8_t *p;
     size_t bytes, per;
     uint64_t sums[256];
 } rate_job;
 
+/* the register block a kernel runs on narrow (or any) weights, and its rows */
+static block_fn *kernel_block(const chargen_i8_gemm_kernel *k, int narrow, size_t *rows) {
+    *rows = k->rows;
+#if GEMM_AMX
+    if (k->gemm == gemm_amx) return block_amx;
+#endif
+#if GEMM_VNNI
+    if (k->gemm == gemm_vnni) return block_vnni;
+#endif
+#if GEMM_AVX2
+    if (k->gemm == gemm_avx2) {
+        *rows = narrow ? NARROW_ROWS : AVX2_ROWS;
+        return narrow ? block_narrow : block_avx2;
+    }
+#endif
+    (void)narrow;
+    return block_c;
+}
+
 static void peak_chunk(void *arg, size_t c) {
     rate_job *j = arg;
     int8_t panel[PANEL * PEAK_K];
     uint8_t x[MAX_ROWS * PEAK_K];
     int32_t acc[MAX_ROWS * PANEL];
-    const size_t rows = j->k->rows;
-    block_fn *block = NULL;
-    size_t i;
+    size_t i, rows;
+    block_fn *block = kernel_block(j->k, j->narrow, &rows);
     for (i = 0; i < sizeof panel; i++) panel[i] = (int8_t)(i * 7 + c);
     for (i = 0; i < sizeof x; i++) x[i] = (uint8_t)(i * 13 + c);
-#if GEMM_AMX
-    if (j->k->gemm == gemm_amx) block = block_amx;
-#endif
-#if GEMM_VNNI
-    if (j->k->gemm == gemm_vnni) block = block_vnni;
-#endif
-#if GEMM_AVX2
-    if (j->k->gemm == gemm_avx2) block = block_avx2;
-#endif
-    if (!block) block = block_c;
     for (i = 0; i < j->reps_per; i++) block(PEAK_K, x, PEAK_K, rows, panel, acc);
     j->sums[c % 256] += (uint64_t)acc[0];
 }
 
-double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads) {
+double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, int narrow, size_t reps, chargen_pool *pool,
+                            int threads) {
     rate_job j;
     const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
     const size_t chunks = 8 * (size_t)(threads <= 0 || threads > n ? n : threads); /* a late thread leaves little */
+    size_t rows;
+    kernel_block(k, narrow, &rows);
     memset(&j, 0, sizeof j);
-    j.k = k, j.reps_per = (reps + 7) / 8;
+    j.k = k, j.narrow = narrow, j.reps_per = (reps + 7) / 8;
     chargen_pool_run(pool, threads, chunks, peak_chunk, &j);
-    return (double)chunks * (double)j.reps_per * (double)(k->rows * PANEL * PEAK_K);
+    return (double)chunks * (double)j.reps_per * (double)(rows * PANEL * PEAK_K);
 }
 
 static void read_chunk(void *arg, size_t c) {

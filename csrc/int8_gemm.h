@@ -15,8 +15,11 @@
  * gives the plain loops' bits):
  *   "amx"         Intel AMX-INT8: 32 rows x 32 outputs in four 16 x 16 int32 tiles (TDPBUSD)
  *   "avx512vnni"  8 rows x 32 outputs of vpdpbusd
- *   "avx2"        3 rows x 16 outputs of vpmaddwd, both sides widened to 16 bits (vpmaddubsw would
- *                 saturate: it is not exact for uint8 by int8)
+ *   "avx2"        narrow weights (all in [-64, 64], as the export's 7-bit int8 is): 4 rows x 16
+ *                 outputs of vpmaddubsw, whose 16-bit sums of two uint8 x int8 products cannot
+ *                 saturate then (2 x 255 x 64 = 32640), each widened to int32 by vpmaddwd;
+ *                 any other int8 weights: 3 rows x 16 outputs of vpmaddwd, both sides widened to
+ *                 16 bits (vpmaddubsw would saturate)
  *   "c"           plain loops (the reference for the packed layout; on every CPU)
  * The step takes the CPU's kernel (chargen_i8_gemm_pick) from its min_batch on; below that the
  * matrix-vector kernels of int8_step.c, which need no packing, are as fast.
@@ -38,8 +41,9 @@ extern "C" {
 /* Bytes of the packed copy of an (N, ldw) matrix (ldw a multiple of 64). */
 size_t chargen_i8_packed_bytes(size_t N, size_t ldw);
 
-/* w (N, ldw) row-major -> packed (chargen_i8_packed_bytes, 64-byte aligned is best). */
-void chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed);
+/* w (N, ldw) row-major -> packed (chargen_i8_packed_bytes, 64-byte aligned is best). Returns 1
+ * where every weight lies in [-64, 64] (the matrix's `narrow`), else 0. */
+int chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed);
 
 /* y (B rows at stride ldy) for the panels [p0, p1) of w->packed: the columns [32 p0, 32 p1) within N. */
 typedef void chargen_i8_gemm_fn(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
@@ -69,9 +73,11 @@ const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void);
 void chargen_i8_gemm(const chargen_i8_gemm_kernel *k, const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
                      size_t ldx, const float *a_scale, const int32_t *zero, float *y, chargen_pool *pool);
 
-/* Multiply-adds of the kernel's inner loop, run `reps` times on data in L1 (its register block of
- * rows by one panel, K = 256), on every thread of the loop: time it for the kernel's peak rate. */
-double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads);
+/* Multiply-adds of the kernel's inner loop (for narrow weights, or any), run `reps` times on data
+ * in L1 (its register block of rows by one panel, K = 512), on every thread of the loop: time it
+ * for the kernel's peak rate. */
+double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, int narrow, size_t reps, chargen_pool *pool,
+                            int threads);
 
 /* Reads `bytes` at p, `reps` times, the threads of the loop each a share: a checksum (time it for
  * the read rate of memory of that size). */

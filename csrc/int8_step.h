@@ -55,6 +55,7 @@ typedef struct {
     const int32_t *wsum; /* (N) sum over k of w[n][k]: the zero point's share, precomputed */
     const float *bias;   /* (N), or NULL */
     const int8_t *packed; /* w packed for batches (int8_gemm.h), or NULL: the step then uses w alone */
+    int narrow;           /* every weight in [-64, 64] (chargen_i8_pack says): 16-bit pair sums are exact */
 } chargen_i8_matrix;
 
 typedef struct {

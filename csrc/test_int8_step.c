@@ -82,7 +82,7 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     for (n = 0; n < N; n++) scale[n] = uniform(1e-4f, 1e-2f), bias[n] = uniform(-1, 1);
     for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
     chargen_i8_row_sums(N, K, ldw, w, wsum);
-    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, NULL};
+    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, NULL, 0};
     for (b = 0; b < B; b++)
         for (n = 0; n < N; n++) {
             int32_t acc = 0;
@@ -104,7 +104,7 @@ static char packed_kernels[128]; /* the packed kernels this CPU ran, for the sum
 /* every packed kernel this CPU runs (all of them under CHARGEN_X86_EMULATE) against plain loops,
  * bit for bit: the register blocks' row tails (B not a multiple of the block), the last panel's
  * column tail (N not a multiple of 32), K not a multiple of 64, the full int8 range */
-static void test_packed(size_t B, size_t N, size_t K) {
+static void test_packed(size_t B, size_t N, size_t K, int narrow) {
     const size_t ldw = PAD(K);
     int8_t *w = calloc(N, ldw), *packed = malloc(chargen_i8_packed_bytes(N, ldw));
     uint8_t *xq = malloc(B * ldw);
@@ -114,15 +114,19 @@ static void test_packed(size_t B, size_t N, size_t K) {
     size_t b, n, k, i, count;
     const chargen_i8_gemm_kernel *kernels = chargen_i8_gemm_kernels(&count);
     char what[200];
-    for (n = 0; n < N; n++)
-        for (k = 0; k < K; k++) w[n * ldw + k] = (int8_t)(next_u32() >> 24);
+    for (n = 0; n < N; n++) /* narrow: [-64, 64], as a 7-bit export's; else the full int8 range */
+        for (k = 0; k < K; k++) w[n * ldw + k] = narrow ? (int8_t)((int)(next_u32() % 129) - 64) : (int8_t)(next_u32() >> 24);
     for (n = 0; n < B * ldw; n++) xq[n] = (uint8_t)(next_u32() >> 24); /* past K too: it must not count */
     for (n = 0; n < N; n++) scale[n] = uniform(1e-4f, 1e-2f), bias[n] = uniform(-1, 1);
     for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
-    w[0] = -128, w[K - 1] = 127, xq[0] = 255; /* the extremes, where a 16-bit sum would saturate */
+    /* the extremes, where a 16-bit sum of two products is largest: 255 x the weight's bound, twice */
+    xq[0] = xq[1] = 255, w[0] = narrow ? -64 : -128, w[1 % K] = narrow ? -64 : -128, w[K - 1] = narrow ? 64 : 127;
+    if (B > 1) xq[ldw] = xq[ldw + 1] = 255, w[ldw] = w[ldw + 1 % K] = narrow ? 64 : 127;
     chargen_i8_row_sums(N, K, ldw, w, wsum);
-    chargen_i8_pack(N, ldw, w, packed);
-    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, packed};
+    const int packed_narrow = chargen_i8_pack(N, ldw, w, packed);
+    snprintf(what, sizeof what, "pack B=%zu N=%zu K=%zu: says whether every weight is in [-64, 64] (%d)", B, N, K, narrow);
+    check(packed_narrow == narrow, what);
+    chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, packed, packed_narrow};
     for (b = 0; b < B; b++)
         for (n = 0; n < N; n++) {
             int32_t acc = 0;
@@ -137,11 +141,13 @@ static void test_packed(size_t B, size_t N, size_t K) {
         }
         memset(y, 0xff, B * N * sizeof *y);
         chargen_i8_gemm(&kernels[i], &m, B, xq, ldw, a_scale, zero, y, NULL);
-        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu: equal to plain loops", kernels[i].name, B, N, K);
+        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu %s: equal to plain loops", kernels[i].name, B, N, K,
+                 narrow ? "narrow" : "wide");
         check(memcmp(y, want, B * N * sizeof *y) == 0, what);
         memset(y, 0xff, B * N * sizeof *y);
         chargen_i8_gemm(&kernels[i], &m, B, xq, ldw, a_scale, zero, y, pool3);
-        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu: three threads, the same bits", kernels[i].name, B, N, K);
+        snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu %s: three threads, the same bits", kernels[i].name, B,
+                 N, K, narrow ? "narrow" : "wide");
         check(memcmp(y, want, B * N * sizeof *y) == 0, what);
     }
     free(w), free(packed), free(xq), free(scale), free(bias), free(a_scale), free(y), free(want), free(wsum), free(zero);
@@ -197,10 +203,9 @@ static void make_model(model_t *m, size_t L, size_t H, size_t V) {
         quantize_weights(H3, H, m->w_ih_f + k * H3 * H, ih, m->s_ih + k * H3, m->sum_ih + k * H3);
         quantize_weights(H3, H, m->w_hh_f + k * H3 * H, hh, m->s_hh + k * H3, m->sum_hh + k * H3);
         int8_t *p_ih = m->p_ih + k * chargen_i8_packed_bytes(H3, PAD(H)), *p_hh = m->p_hh + k * chargen_i8_packed_bytes(H3, PAD(H));
-        chargen_i8_pack(H3, PAD(H), ih, p_ih);
-        chargen_i8_pack(H3, PAD(H), hh, p_hh);
-        m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3, p_ih};
-        m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL, p_hh};
+        const int n_ih = chargen_i8_pack(H3, PAD(H), ih, p_ih), n_hh = chargen_i8_pack(H3, PAD(H), hh, p_hh);
+        m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3, p_ih, n_ih};
+        m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL, p_hh, n_hh};
     }
     m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, pool2, 0};
 }
@@ -376,6 +381,7 @@ static void test_callers(void) {
 #endif
 
 int main(void) {
+    int i;
     pool2 = chargen_pool_new(2), pool3 = chargen_pool_new(3);
     check(THREADS == chargen_i8_threaded() && (pool2 != NULL) == THREADS, "threads where they are built");
     test_quantize();
@@ -385,13 +391,15 @@ int main(void) {
     test_matmul(2, 13, 65);
     test_matmul(4, 1, 1);
     test_matmul(17, 30, 130);
-    test_packed(1, 32, 64);
-    test_packed(3, 40, 100);
-    test_packed(8, 96, 192);
-    test_packed(9, 33, 1);
-    test_packed(17, 64, 130);
-    test_packed(33, 100, 256);
-    test_packed(70, 3 * 96, 96);
+    for (i = 0; i < 2; i++) { /* wide (any int8), then narrow ([-64, 64]) weights */
+        test_packed(1, 32, 64, i);
+        test_packed(3, 40, 100, i);
+        test_packed(8, 96, 192, i);
+        test_packed(9, 33, 1, i);
+        test_packed(17, 64, 130, i);
+        test_packed(33, 100, 256, i);
+        test_packed(70, 3 * 96, 96, i);
+    }
     test_step(1, 64, 11, 1);
     test_step(2, 40, 7, 3);
     test_step(3, 100, 65, 8);

@@ -38,6 +38,7 @@ cdef extern from "int8_step.h" nogil:
         const int32_t *wsum
         const float *bias
         const int8_t *packed
+        int narrow
 
     ctypedef struct chargen_i8_gru:
         size_t L, H, V
@@ -70,9 +71,10 @@ cdef extern from "int8_gemm.h" nogil:
         size_t min_batch
 
     size_t chargen_i8_packed_bytes(size_t N, size_t ldw)
-    void chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed)
+    int chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed)
     const chargen_i8_gemm_kernel *chargen_i8_gemm_pick()
-    double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, size_t reps, chargen_pool *pool, int threads)
+    double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, int narrow, size_t reps, chargen_pool *pool,
+                                int threads)
     uint64_t chargen_i8_read(const void *p, size_t nbytes, size_t reps, chargen_pool *pool, int threads)
 
 
@@ -120,6 +122,7 @@ cdef class Int8Step:
     cdef readonly int threads
     cdef readonly size_t weight_bytes  # the int8 products' weights: multiply-adds per stream and step
     cdef readonly size_t packed_bytes  # their packed copy for batches (0 where the CPU has no packed kernel)
+    cdef readonly bint narrow  # every int8 weight in [-64, 64] (the export's 7-bit int8): AVX2's faster loop
     cdef list _keep
 
     def __cinit__(self):
@@ -130,15 +133,17 @@ cdef class Int8Step:
         chargen_pool_free(self.pool)
         free(self.mats)
 
-    def __init__(self, table, w_ih, w_hh, b_hh, head_w, head_b, int threads=0):
+    def __init__(self, table, w_ih, w_hh, b_hh, head_w, head_b, int threads=0, bint packed=True):
         """table (V, 3H) float32; w_hh: L tuples (w, scale) with w int8 (3H, ldw), its rows
         zero-padded to ldw = H rounded up to 64 and 64-byte aligned, scale float32 (3H);
         w_ih: L entries, None for layer 0, then (w, scale, bias) like w_hh plus a float32 (3H)
         bias; b_hh (L, 3H), head_w (V, H), head_b (V) float32. threads: the step's threads,
-        the caller's included (0: one per CPU this process may run on; 1: no pool)."""
+        the caller's included (0: one per CPU this process may run on; 1: no pool). packed: False
+        leaves the weights unpacked, so that every batch runs on the matrix-vector kernel()."""
         cdef size_t L = len(w_hh), k
-        cdef const chargen_i8_gemm_kernel *packed_kernel = chargen_i8_gemm_pick()
+        cdef const chargen_i8_gemm_kernel *packed_kernel = chargen_i8_gemm_pick() if packed else NULL
         self.weight_bytes = self.packed_bytes = 0
+        self.narrow = True
         if L < 1 or len(w_ih) != L:
             raise ValueError("w_hh and w_ih need one entry per layer")
         V, H3 = np.shape(table)
@@ -168,12 +173,14 @@ cdef class Int8Step:
             wsum = np.empty(3 * H, np.int32)
             chargen_i8_row_sums(3 * H, H, ldw, <const int8_t *>cnp.PyArray_DATA(w), <int32_t *>cnp.PyArray_DATA(wsum))
             keep += [w, scale, wsum]
+            self.narrow = self.narrow and bool(w.min() >= -64 and w.max() <= 64)
             if packed_kernel != NULL:  # the batched product's copy, in its layout (int8_gemm.h)
-                packed = _aligned_bytes(chargen_i8_packed_bytes(3 * H, ldw))
-                chargen_i8_pack(3 * H, ldw, <const int8_t *>cnp.PyArray_DATA(w), <int8_t *>cnp.PyArray_DATA(packed))
-                keep.append(packed)
-                self.mats[k].packed = <const int8_t *>cnp.PyArray_DATA(packed)
-                self.packed_bytes += packed.nbytes
+                copy = _aligned_bytes(chargen_i8_packed_bytes(3 * H, ldw))
+                self.mats[k].narrow = chargen_i8_pack(3 * H, ldw, <const int8_t *>cnp.PyArray_DATA(w),
+                                                      <int8_t *>cnp.PyArray_DATA(copy))
+                keep.append(copy)
+                self.mats[k].packed = <const int8_t *>cnp.PyArray_DATA(copy)
+                self.packed_bytes += copy.nbytes
             self.weight_bytes += 3 * H * H
             self.mats[k].N, self.mats[k].K, self.mats[k].ldw = 3 * H, H, ldw
             self.mats[k].w = <const int8_t *>cnp.PyArray_DATA(w)
@@ -200,10 +207,11 @@ cdef class Int8Step:
 
     def kernel_for(self, size_t batch_size):
         """The kernel that runs this model's products at a batch size: kernel(), or
-        packed_kernel()'s name + ' packed' from its batch size on."""
+        packed_kernel()'s name + ' packed' from its batch size on ('avx2 packed narrow' where
+        AVX2 runs the loop for weights in [-64, 64])."""
         packed = packed_kernel()
         if packed is not None and self.packed_bytes and batch_size >= packed[1]:
-            return packed[0] + " packed"
+            return packed[0] + " packed" + (" narrow" if packed[0] == "avx2" and self.narrow else "")
         return kernel()
 
     def peak(self, double seconds=0.2, int threads=0):
@@ -219,7 +227,7 @@ cdef class Int8Step:
         while True:
             t = time.perf_counter()
             with nogil:
-                macs = chargen_i8_gemm_peak(k, reps, self.pool, threads)
+                macs = chargen_i8_gemm_peak(k, self.narrow, reps, self.pool, threads)
             elapsed = time.perf_counter() - t
             if elapsed >= seconds:
                 return macs / elapsed

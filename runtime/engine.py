@@ -8,9 +8,10 @@ chargen's int8 step (csrc/int8_step.c, on its own threads: csrc/pool.c) runs the
 of an int8 model with onnxruntime's MatMulInteger weights (the export's default int8 kernel)
 in C: int8 products with the CPU's dot-product instructions, the gates, the float32 head.
 
-engine="auto" takes it on the CPU where it is faster than onnxruntime's int8 step: CPUs with
-AVX-512 VNNI and a threaded build, for batches of up to AUTO_MAX_BATCH streams (model.engine_for(B)
-and Generator.engine say who runs a batch). engine="chargen" takes it wherever it can run and
+engine="auto" takes it on the CPU where it was measured faster than onnxruntime's int8 step, in a
+threaded build: for batches of up to AUTO_MAX_BATCH[kernel] streams, by the kernel that runs them
+(AVX-512 VNNI's matrix-vector kernel; AVX2's packed kernel, for the export's 7-bit weights);
+model.engine_for(B) and Generator.engine say who runs a batch. engine="chargen" takes it wherever it can run and
 raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime session
 is made either way: it is the reference, and runs what the step does not.
 
@@ -31,9 +32,11 @@ import numpy as np
 from chargen.runtime import contract
 
 CHECK_STEPS = 48
-# engine='auto' runs batches up to this size on chargen's step and larger ones on onnxruntime,
-# whose int8 GEMM is the faster from batch 8 up (docs/engines.md)
-AUTO_MAX_BATCH = 4
+# engine='auto' runs batches up to these sizes on chargen's step, by its kernel here, and larger
+# ones on onnxruntime (docs/engines.md): on AVX-512 VNNI the matrix-vector kernel, measured faster up
+# to batch 4 (onnxruntime's int8 GEMM from 8; the packed VNNI and AMX kernels are not measured yet);
+# on AVX2 the packed kernel for weights in [-64, 64], 1.05-1.6x onnxruntime from batch 1 to 128
+AUTO_MAX_BATCH = {"avx512vnni": 4, "avx2": 128}
 TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
 
 
@@ -54,12 +57,32 @@ def unsupported(device: str, metadata) -> str | None:
     return None
 
 
-def fast_here() -> bool:
-    """Whether this CPU and build are where chargen's int8 step was measured faster than
-    onnxruntime's: AVX-512 VNNI, on several threads."""
+def auto_kernel() -> str | None:
+    """The key of AUTO_MAX_BATCH that applies on this CPU and build, or None where chargen's int8
+    step was not measured faster than onnxruntime's (single-threaded builds, ARM, plain C)."""
     from chargen.runtime import _int8
 
-    return _int8.kernel() == "avx512vnni" and _int8.threaded()
+    if not _int8.threaded():
+        return None
+    if _int8.kernel() == "avx512vnni":
+        return "avx512vnni"
+    packed = _int8.packed_kernel()
+    return "avx2" if packed is not None and packed[0] == "avx2" else None
+
+
+def fast_here() -> bool:
+    """Whether this CPU and build are where chargen's int8 step was measured faster than
+    onnxruntime's for some batch sizes (see auto_kernel)."""
+    return auto_kernel() is not None
+
+
+def auto_max_batch(step) -> int:
+    """The largest batch engine='auto' gives an Int8Step here: 0 where onnxruntime should run
+    every batch (AVX2 with weights past [-64, 64], where the packed kernel widens to 16 bits)."""
+    kernel = auto_kernel()
+    if kernel is None or (kernel == "avx2" and not step.narrow):
+        return 0
+    return AUTO_MAX_BATCH[kernel]
 
 
 def planned(engine: str, device: str, path) -> bool:
@@ -105,8 +128,9 @@ def _aligned_rows(w_t: np.ndarray) -> np.ndarray:
     return rows
 
 
-def build(model, threads: int | None):
-    """An Int8Step from the model file's weights. Raises EngineError."""
+def build(model, threads: int | None, packed: bool = True):
+    """An Int8Step from the model file's weights (packed: with the batched product's copy of
+    them, where the CPU has a packed kernel). Raises EngineError."""
     from chargen.runtime import _int8
     from chargen.runtime.onnx_file import OnnxFileError, read_initializers
 
@@ -143,7 +167,7 @@ def build(model, threads: int | None):
         table = np.ascontiguousarray(w[contract.INT8_WEIGHTS["table"]], np.float32)
         head_w = np.ascontiguousarray(w[contract.INT8_WEIGHTS["head_w_t"]].T, np.float32)
         head_b = np.ascontiguousarray(w[contract.INT8_WEIGHTS["head_b"]], np.float32)
-        return _int8.Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=threads or 0)
+        return _int8.Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=threads or 0, packed=packed)
     except ValueError as e:  # shapes that do not fit: not the graph the names promise
         raise EngineError(f"{model.path}: chargen's int8 step cannot use these weights: {e}") from None
 

@@ -146,7 +146,7 @@ class Model:
         (engine='chargen' where it cannot run), ImportError (onnxruntime not installed),
         ValueError (a bad argument)."""
         from chargen.runtime.contract import ENGINES
-        from chargen.runtime.engine import AUTO_MAX_BATCH, EngineError, choose, planned
+        from chargen.runtime.engine import EngineError, auto_max_batch, choose, planned
         from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
         if device not in DEVICES:
@@ -187,8 +187,11 @@ class Model:
                 raise
             # 'auto', and the step failed its check: onnxruntime, opened as asked
             return open_model(_session_options(ort, threads, session_config), device)
+        limit = auto_max_batch(model.int8_step) if engine == "auto" else None
+        if limit == 0:  # 'auto', and this CPU's kernel was not measured faster for these weights
+            return open_model(_session_options(ort, threads, session_config), device)
         model.engine = "chargen"
-        model._int8_max_batch = AUTO_MAX_BATCH if engine == "auto" else None
+        model._int8_max_batch = limit
         return model
 
     @classmethod

@@ -146,8 +146,13 @@ def test_auto_takes_it_where_it_was_measured_faster(path, tmp_path):
     auto = Model.load(path, device="cpu")
     assert auto.engine == ("chargen" if engine.fast_here() else "onnxruntime")
     assert f"engine={auto.engine!r}" in repr(auto)
-    small, large = (Generator(auto, GenerationOptions(seed=1), batch_size=B) for B in (engine.AUTO_MAX_BATCH, 8))
-    assert small.engine == auto.engine and large.engine == "onnxruntime"  # where onnxruntime is faster
+    if auto.engine == "chargen":  # up to the batch size measured faster on this CPU's kernel, then onnxruntime
+        limit = engine.AUTO_MAX_BATCH[engine.auto_kernel()]
+        assert auto.int8_step.narrow or engine.auto_kernel() != "avx2"  # the export's weights are 7-bit
+        small, large = (Generator(auto, GenerationOptions(seed=1), batch_size=B) for B in (limit, limit + 1))
+        assert small.engine == "chargen" and large.engine == "onnxruntime"
+    else:
+        assert Generator(auto, GenerationOptions(seed=1), batch_size=2).engine == "onnxruntime"
     if auto.engine == "chargen":  # onnxruntime's thread count given, so that it does not pin its threads
         assert auto.session.get_session_options().intra_op_num_threads == physical_cores()
     forced = Model.load(path, device="cpu", engine="chargen")
@@ -217,6 +222,39 @@ def test_int8step_checks_its_arrays():
         _int8.Int8Step(w_ih=[None], w_hh=[(padded, scale)], **ok)
     with pytest.raises(ValueError, match="float32"):
         _int8.Int8Step(w_ih=[None], w_hh=[(rows, scale.astype(np.float64))], **ok)
+
+
+@pytest.mark.parametrize("bound, narrow", [(64, True), (65, False), (127, False)])
+def test_int8step_knows_narrow_weights_and_auto_takes_avx2_only_for_them(bound, narrow):
+    """Weights within [-64, 64] (the export's 7-bit int8) are 'narrow': AVX2's packed loop sums
+    their products in 16 bits exactly, and engine='auto' takes the step there; past it, the loop
+    widens to 16 bits first, and 'auto' leaves every batch to onnxruntime. Either way each stream
+    of a batch gets, bit for bit, what the unpacked step (the matrix-vector kernels) gives it alone."""
+    H, V, B = 32, 5, 6
+    rng = np.random.default_rng(bound)
+    w = rng.integers(-bound, bound + 1, (H, 3 * H)).astype(np.int8)
+    w[0, 0] = -bound
+    head_w = rng.standard_normal((V, H)).astype(np.float32)
+    table = rng.standard_normal((V, 3 * H)).astype(np.float32)
+    step = _int8.Int8Step(table=table, b_hh=np.zeros((1, 3 * H), np.float32), head_w=head_w,
+                          head_b=np.zeros(V, np.float32), w_ih=[None],
+                          w_hh=[(engine._aligned_rows(w), np.full(3 * H, 1e-3, np.float32))])
+    assert step.narrow == narrow
+    if engine.auto_kernel() == "avx2":
+        assert engine.auto_max_batch(step) == (engine.AUTO_MAX_BATCH["avx2"] if narrow else 0)
+        assert step.kernel_for(B) == "avx2 packed" + (" narrow" if narrow else "")
+    h_in = rng.uniform(-1, 1, (1, B, H)).astype(np.float32)
+    h_out, logits = np.zeros_like(h_in), np.zeros((B, V), np.float32)
+    tokens = np.arange(B, dtype=np.int64) % V
+    step.step(tokens, h_in, h_out, logits, step.scratch(B))
+    unpacked = _int8.Int8Step(table=table, b_hh=np.zeros((1, 3 * H), np.float32), head_w=head_w,
+                              head_b=np.zeros(V, np.float32), w_ih=[None],
+                              w_hh=[(engine._aligned_rows(w), np.full(3 * H, 1e-3, np.float32))], packed=False)
+    assert unpacked.packed_bytes == 0 and unpacked.kernel_for(B) == _int8.kernel()
+    for b in range(B):
+        one_h, one_logits = np.zeros((1, 1, H), np.float32), np.zeros((1, V), np.float32)
+        unpacked.step(tokens[b : b + 1], np.ascontiguousarray(h_in[:, b : b + 1]), one_h, one_logits, unpacked.scratch(1))
+        assert np.array_equal(one_h[0, 0], h_out[0, b]) and np.array_equal(one_logits[0], logits[b])
 
 
 def _child_generates(model, conn):
