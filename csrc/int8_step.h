@@ -30,7 +30,9 @@
  * Kernels: AVX-512 VNNI, AVX2 (widened to 16 bits: exact for any int8
  * weights) and plain C, picked at run time on x86; on aarch64 NEON with
  * USDOT/USMMLA (i8mm), SDOT (dotprod) or widening multiply-adds, picked at run
- * time from getauxval(AT_HWCAP/AT_HWCAP2); plain C elsewhere.  The
+ * time from getauxval(AT_HWCAP/AT_HWCAP2); plain C elsewhere.  Matrices with a
+ * packed copy (int8_gemm.h) run batches from the CPU's packed kernel's
+ * min_batch on as blocked products (AMX, AVX-512 VNNI, AVX2).  The
  * result does not depend on the kernel or the thread count: every output is
  * summed in int32 by one thread, and the float arithmetic after it is the same.
  */
