@@ -224,30 +224,36 @@ VNNI_TARGET static void block_vnni(size_t ldw, const uint8_t *x, size_t ldx, siz
 #if GEMM_AMX
 /* 32 rows x 32 outputs in four int32 tiles: tmm0, tmm1 the top 16 rows' two halves, tmm2, tmm3 the
  * bottom's; tmm4, tmm5 the rows' x (16 rows x 64 k), tmm6, tmm7 the halves' weights (16 groups of
- * 4 k x 16 outputs: 16 groups of the panel, 64 bytes of each). Tile shapes are per thread: the
- * block loads its configuration each call (rows can change at a batch's last block). */
+ * 4 k x 16 outputs: 16 groups of the panel, 64 bytes of each). Tile shapes are per thread: a
+ * block loads its configuration where the thread's differs (the first block of a call, and a
+ * batch's last block with fewer rows), since loading one costs cycles of its own. */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } amx_config;
 
+static __thread size_t amx_rows; /* the rows of this thread's tile configuration; 0: none loaded */
+
 AMX_TARGET static void block_amx(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
                                  int32_t *acc) {
     const size_t top = rows < 16 ? rows : 16, bottom = rows - top;
     amx_config cfg;
     size_t kc;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    cfg.rows[0] = cfg.rows[1] = cfg.rows[4] = (uint8_t)top;
-    cfg.colsb[0] = cfg.colsb[1] = cfg.colsb[4] = 64;
-    if (bottom) {
-        cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)bottom;
-        cfg.colsb[2] = cfg.colsb[3] = cfg.colsb[5] = 64;
+    if (amx_rows != rows) {
+        amx_rows = rows;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        cfg.rows[0] = cfg.rows[1] = cfg.rows[4] = (uint8_t)top;
+        cfg.colsb[0] = cfg.colsb[1] = cfg.colsb[4] = 64;
+        if (bottom) {
+            cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)bottom;
+            cfg.colsb[2] = cfg.colsb[3] = cfg.colsb[5] = 64;
+        }
+        cfg.rows[6] = cfg.rows[7] = 16;
+        cfg.colsb[6] = cfg.colsb[7] = 64;
+        _tile_loadconfig(&cfg);
     }
-    cfg.rows[6] = cfg.rows[7] = 16;
-    cfg.colsb[6] = cfg.colsb[7] = 64;
-    _tile_loadconfig(&cfg);
     _tile_zero(0);
     _tile_zero(1);
     if (bottom) {
@@ -273,6 +279,14 @@ AMX_TARGET static void block_amx(size_t ldw, const uint8_t *x, size_t ldx, size_
         _tile_stored(2, acc + 16 * PANEL, PANEL * 4);
         _tile_stored(3, acc + 16 * PANEL + 16, PANEL * 4);
     }
+}
+#endif
+
+#if GEMM_AMX
+/* the tile state off again after a call: cheaper context switches between steps */
+AMX_TARGET static void amx_done(void) {
+    _tile_release();
+    amx_rows = 0;
 }
 #endif
 
@@ -333,7 +347,7 @@ AMX_TARGET static void gemm_amx(const chargen_i8_matrix *w, size_t B, const uint
                                 const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                 size_t p1) {
     gemm_panels(block_amx, 32, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
-    _tile_release(); /* the tile state off again: cheaper context switches between steps */
+    amx_done();
 }
 #endif
 
@@ -462,6 +476,9 @@ static void peak_chunk(void *arg, size_t c) {
     for (i = 0; i < sizeof panel; i++) panel[i] = (int8_t)(i * 7 + c);
     for (i = 0; i < sizeof x; i++) x[i] = (uint8_t)(i * 13 + c);
     for (i = 0; i < j->reps_per; i++) block(PEAK_K, x, PEAK_K, rows, panel, acc);
+#if GEMM_AMX
+    if (block == block_amx) amx_done();
+#endif
     j->sums[c % 256] += (uint64_t)acc[0];
 }
 
