@@ -260,7 +260,7 @@ def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "
 
 
 _ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: chargen's "
-                "where it was measured faster (CPUs with AVX-512 VNNI, batches of up to 4 streams), else onnxruntime.")
+                "where it was measured faster (batches of up to 4 streams on AVX-512 VNNI, up to 128 on AVX2), else onnxruntime.")
 _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 
@@ -297,14 +297,13 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _engine_words(model, engine: str) -> str:
-    """Who runs the step, in words: 'onnxruntime' or chargen's step with its kernel and threads."""
+def _engine_words(model, engine: str, batch_size: int) -> str:
+    """Who runs the step, in words: 'onnxruntime' or chargen's step with the kernel that runs
+    this batch size and its threads."""
     if engine != "chargen":
         return "onnxruntime"
-    from chargen.runtime import _int8
-
     threads = model.int8_step.threads or "one per CPU"
-    return f"chargen's int8 step ({_int8.kernel()} kernel, {threads} thread(s))"
+    return f"chargen's int8 step ({model.int8_step.kernel_for(batch_size)} kernel, {threads} thread(s))"
 
 
 @app.command()
@@ -347,7 +346,7 @@ def sample(
     generator = Generator(m, options, batch_size=num_samples)
     if verbose:
         typer.echo(f"{model}: {m.precision}, L={m.num_layers} H={m.hidden_size} V={m.vocab_size}; device {m.device}; "
-                   f"engine {_engine_words(m, generator.engine)}", err=True)
+                   f"engine {_engine_words(m, generator.engine, num_samples)}", err=True)
     try:
         generator.feed(start, unknown=unknown)
     except (UnknownCharactersError, ValueError) as e:

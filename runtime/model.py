@@ -137,8 +137,9 @@ class Model:
         session_config: extra onnxruntime session config entries (e.g.
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
-        int8 models on the CPU) or 'auto' (chargen's where it was measured faster: AVX-512
-        VNNI CPUs, batches of up to 4 streams); see chargen.runtime.engine. model.engine says
+        int8 models on the CPU) or 'auto' (chargen's where it was measured faster: batches of up
+        to 4 streams on AVX-512 VNNI, up to 128 on AVX2 for the export's 7-bit weights); see
+        chargen.runtime.engine.AUTO_MAX_BATCH. model.engine says
         whether the model has chargen's step, model.engine_for(B) who runs a batch of B.
 
         Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
