@@ -352,8 +352,10 @@ AMX_TARGET static void gemm_amx(const chargen_i8_matrix *w, size_t B, const uint
 #endif
 
 /* ------------------------------------------------------------------ the kernels, and which a CPU runs */
-/* min_batch: from the batch where the packed product was measured faster than the step's
- * matrix-vector kernels (docs/engines.md) */
+/* min_batch: AVX2's packed loops measured faster than its matrix-vector kernel from batch 1 (the
+ * AVX2 EPYC, docs/engines.md); AMX's and VNNI's 8 is not measured yet (no such CPU at hand): below
+ * it the matrix-vector VNNI kernel, measured there, stays. rows: AVX2's for any int8 weights (its
+ * narrow loop takes NARROW_ROWS) */
 static const chargen_i8_gemm_kernel KERNELS[] = {
 #if GEMM_AMX
     {"amx", gemm_amx, 32, 8},
