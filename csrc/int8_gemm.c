@@ -83,8 +83,10 @@ int chargen_i8_pack(size_t N, size_t ldw, const int8_t *w, int8_t *packed) {
 }
 
 /* ------------------------------------------------------------------ register blocks
- * block(ldw, x, ldx, rows, panel, acc): acc[r * PANEL + n] = sum over k < ldw of x[r * ldx + k] *
- * panel's weight (n, k), for r < rows (at most the kernel's rows) and n < PANEL. */
+ * block(ldw, x, ldx, rows, part, acc): acc[r * PANEL + n] = sum over k < ldw of x[r * ldx + k] *
+ * the weight (n, k) of a panel's part, for r < rows (at most the kernel's rows) and n < the
+ * block's width (a whole panel, or AVX2's half); part points at the part's outputs in the
+ * panel's first group. */
 typedef void block_fn(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel, int32_t *acc);
 
 static void block_c(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel, int32_t *acc) {
@@ -153,32 +155,23 @@ AVX2_TARGET static INLINE void half_narrow(size_t ldw, const uint8_t *x, size_t 
 
 /* 16 outputs (half a panel) of narrow or any weights, a constant row count in each case: the
  * compiler keeps the block in registers */
-AVX2_TARGET static void half_block(int narrow, size_t ldw, const uint8_t *x, size_t ldx, size_t rows,
-                                   const int8_t *half, int32_t *acc) {
-    if (narrow) switch (rows) {
-            case 4: half_narrow(ldw, x, ldx, 4, half, acc); break;
-            case 3: half_narrow(ldw, x, ldx, 3, half, acc); break;
-            case 2: half_narrow(ldw, x, ldx, 2, half, acc); break;
-            default: half_narrow(ldw, x, ldx, 1, half, acc); break;
-        }
-    else switch (rows) {
-            case 3: half_avx2(ldw, x, ldx, 3, half, acc); break;
-            case 2: half_avx2(ldw, x, ldx, 2, half, acc); break;
-            default: half_avx2(ldw, x, ldx, 1, half, acc); break;
-        }
-}
-
-/* a whole panel (both halves), for the peak's loop */
-AVX2_TARGET static void block_narrow(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+AVX2_TARGET static void block_narrow(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *half,
                                      int32_t *acc) {
-    half_block(1, ldw, x, ldx, rows, panel, acc);
-    half_block(1, ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
+    switch (rows) {
+        case 4: half_narrow(ldw, x, ldx, 4, half, acc); break;
+        case 3: half_narrow(ldw, x, ldx, 3, half, acc); break;
+        case 2: half_narrow(ldw, x, ldx, 2, half, acc); break;
+        default: half_narrow(ldw, x, ldx, 1, half, acc); break;
+    }
 }
 
-AVX2_TARGET static void block_avx2(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *panel,
+AVX2_TARGET static void block_avx2(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *half,
                                    int32_t *acc) {
-    half_block(0, ldw, x, ldx, rows, panel, acc);
-    half_block(0, ldw, x, ldx, rows, panel + GROUP_BYTES / 2, acc + PANEL / 2);
+    switch (rows) {
+        case 3: half_avx2(ldw, x, ldx, 3, half, acc); break;
+        case 2: half_avx2(ldw, x, ldx, 2, half, acc); break;
+        default: half_avx2(ldw, x, ldx, 1, half, acc); break;
+    }
 }
 #endif
 
@@ -291,62 +284,54 @@ AMX_TARGET static void amx_done(void) {
 #endif
 
 /* ------------------------------------------------------------------ the product over panels */
-/* y for the panels [p0, p1): each panel (32 outputs, in L1 while it lasts) against the batch's
- * rows a register block at a time; built once per kernel so the block inlines */
-static INLINE void gemm_panels(block_fn *block, size_t block_rows, const chargen_i8_matrix *w, size_t B,
-                               const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero, float *y,
-                               size_t ldy, size_t p0, size_t p1) {
+/* y for the panels [p0, p1): each part of a panel (`width` outputs, in L1 while it lasts) against
+ * the batch's rows a register block at a time; built once per kernel so the block inlines */
+static INLINE void gemm_panels(block_fn *block, size_t block_rows, size_t width, const chargen_i8_matrix *w,
+                               size_t B, const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero,
+                               float *y, size_t ldy, size_t p0, size_t p1) {
     const size_t ldw = w->ldw;
     int32_t acc[MAX_ROWS * PANEL];
-    size_t p, b, r;
-    for (p = p0; p < p1; p++) {
-        const size_t n0 = p * PANEL, cols = w->N - n0 < PANEL ? w->N - n0 : PANEL;
-        const int8_t *panel = w->packed + p * PANEL * ldw;
-        for (b = 0; b < B; b += block_rows) {
-            const size_t rows = B - b < block_rows ? B - b : block_rows;
-            block(ldw, xq + b * ldx, ldx, rows, panel, acc);
-            for (r = 0; r < rows; r++) scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
+    size_t p, h, b, r;
+    for (p = p0; p < p1; p++)
+        for (h = 0; h < PANEL / width && p * PANEL + h * width < w->N; h++) {
+            const size_t n0 = p * PANEL + h * width, cols = w->N - n0 < width ? w->N - n0 : width;
+            const int8_t *part = w->packed + p * PANEL * ldw + 4 * h * width;
+            for (b = 0; b < B; b += block_rows) {
+                const size_t rows = B - b < block_rows ? B - b : block_rows;
+                block(ldw, xq + b * ldx, ldx, rows, part, acc);
+                for (r = 0; r < rows; r++)
+                    scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
+            }
         }
-    }
 }
 
 static void gemm_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                    const int32_t *zero, float *y, size_t ldy, size_t p0, size_t p1) {
-    gemm_panels(block_c, 4, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_c, 4, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #if GEMM_AVX2
 /* a half panel at a time against all the rows: its 16 KB (K = 1024) stay in L1 */
 AVX2_TARGET static void gemm_avx2(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                   size_t p1) {
-    const size_t ldw = w->ldw, block_rows = w->narrow ? NARROW_ROWS : AVX2_ROWS;
-    int32_t acc[NARROW_ROWS * PANEL];
-    size_t p, h, b, r;
-    for (p = p0; p < p1; p++)
-        for (h = 0; h < 2 && p * PANEL + h * PANEL / 2 < w->N; h++) {
-            const size_t n0 = p * PANEL + h * PANEL / 2, cols = w->N - n0 < PANEL / 2 ? w->N - n0 : PANEL / 2;
-            const int8_t *half = w->packed + p * PANEL * ldw + h * GROUP_BYTES / 2;
-            for (b = 0; b < B; b += block_rows) {
-                const size_t rows = B - b < block_rows ? B - b : block_rows;
-                half_block(w->narrow, ldw, xq + b * ldx, ldx, rows, half, acc);
-                for (r = 0; r < rows; r++)
-                    scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
-            }
-        }
+    if (w->narrow)
+        gemm_panels(block_narrow, NARROW_ROWS, PANEL / 2, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    else
+        gemm_panels(block_avx2, AVX2_ROWS, PANEL / 2, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #endif
 #if GEMM_VNNI
 VNNI_TARGET static void gemm_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                   size_t p1) {
-    gemm_panels(block_vnni, VNNI_ROWS, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_vnni, VNNI_ROWS, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #endif
 #if GEMM_AMX
 AMX_TARGET static void gemm_amx(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                 const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                 size_t p1) {
-    gemm_panels(block_amx, 32, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_amx, 32, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
     amx_done();
 }
 #endif
@@ -449,9 +434,9 @@ typedef struct {
     uint64_t sums[256];
 } rate_job;
 
-/* the register block a kernel runs on narrow (or any) weights, and its rows */
-static block_fn *kernel_block(const chargen_i8_gemm_kernel *k, int narrow, size_t *rows) {
-    *rows = k->rows;
+/* the register block a kernel runs on narrow (or any) weights, its rows and its width */
+static block_fn *kernel_block(const chargen_i8_gemm_kernel *k, int narrow, size_t *rows, size_t *width) {
+    *rows = k->rows, *width = PANEL;
 #if GEMM_AMX
     if (k->gemm == gemm_amx) return block_amx;
 #endif
@@ -460,7 +445,7 @@ static block_fn *kernel_block(const chargen_i8_gemm_kernel *k, int narrow, size_
 #endif
 #if GEMM_AVX2
     if (k->gemm == gemm_avx2) {
-        *rows = narrow ? NARROW_ROWS : AVX2_ROWS;
+        *rows = narrow ? NARROW_ROWS : AVX2_ROWS, *width = PANEL / 2;
         return narrow ? block_narrow : block_avx2;
     }
 #endif
@@ -473,11 +458,12 @@ static void peak_chunk(void *arg, size_t c) {
     int8_t panel[PANEL * PEAK_K];
     uint8_t x[MAX_ROWS * PEAK_K];
     int32_t acc[MAX_ROWS * PANEL];
-    size_t i, rows;
-    block_fn *block = kernel_block(j->k, j->narrow, &rows);
+    size_t i, h, rows, width;
+    block_fn *block = kernel_block(j->k, j->narrow, &rows, &width);
     for (i = 0; i < sizeof panel; i++) panel[i] = (int8_t)(i * 7 + c);
     for (i = 0; i < sizeof x; i++) x[i] = (uint8_t)(i * 13 + c);
-    for (i = 0; i < j->reps_per; i++) block(PEAK_K, x, PEAK_K, rows, panel, acc);
+    for (i = 0; i < j->reps_per; i++) /* the panel's parts, as gemm_panels runs them */
+        for (h = 0; h < PANEL / width; h++) block(PEAK_K, x, PEAK_K, rows, panel + 4 * h * width, acc + h * width);
 #if GEMM_AMX
     if (block == block_amx) amx_done();
 #endif
@@ -489,8 +475,8 @@ double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, int narrow, size_t 
     rate_job j;
     const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
     const size_t chunks = 8 * (size_t)(threads <= 0 || threads > n ? n : threads); /* a late thread leaves little */
-    size_t rows;
-    kernel_block(k, narrow, &rows);
+    size_t rows, width;
+    kernel_block(k, narrow, &rows, &width);
     memset(&j, 0, sizeof j);
     j.k = k, j.narrow = narrow, j.reps_per = (reps + 7) / 8;
     chargen_pool_run(pool, threads, chunks, peak_chunk, &j);
