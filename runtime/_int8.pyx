@@ -102,6 +102,20 @@ def _aligned_bytes(size_t n):
     return buf[start : start + n]
 
 
+def _per_second(run, double seconds, size_t reps):
+    """run(reps) -> the units it did, timed: units a second, from a run of at least `seconds`
+    (reps grows until one is)."""
+    import time
+
+    while True:
+        t = time.perf_counter()
+        units = run(reps)
+        elapsed = time.perf_counter() - t
+        if elapsed >= seconds:
+            return units / elapsed
+        reps = <size_t>(reps * min(max(2.0, 1.2 * seconds / max(elapsed, 1e-6)), 1e4))
+
+
 def _array(a, dtype, shape, what):
     if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
         got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
@@ -218,39 +232,30 @@ cdef class Int8Step:
         """Multiply-adds a second of the packed kernel's inner loop on data in L1, on this step's
         threads (threads: 0 all of them): the ceiling of the batched product on this CPU. None
         where the CPU has no packed kernel."""
-        import time
-        cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
-        cdef size_t reps = 64
-        cdef double macs
-        if k == NULL:
+        if chargen_i8_gemm_pick() == NULL:
             return None
-        while True:
-            t = time.perf_counter()
-            with nogil:
-                macs = chargen_i8_gemm_peak(k, self.narrow, reps, self.pool, threads)
-            elapsed = time.perf_counter() - t
-            if elapsed >= seconds:
-                return macs / elapsed
-            reps = <size_t>(reps * min(max(2.0, 1.2 * seconds / max(elapsed, 1e-6)), 1e4))
+        return _per_second(lambda reps: self._peak(reps, threads), seconds, 64)
 
     def read_rate(self, double seconds=0.2, int threads=0):
         """Bytes a second this step's threads read of its weights (the packed copy where there is
         one): what the product cannot beat once the weights dominate (small batches)."""
-        import time
-        cdef size_t reps = 1, nbytes
-        cdef const void *p
         packed = [a for a in self._keep if a.dtype == np.int8 and a.ndim == 1]
-        arrays = packed or [a for a in self._keep if a.dtype == np.int8]
-        buf = np.concatenate([a.reshape(-1) for a in arrays])
-        nbytes, p = buf.nbytes, cnp.PyArray_DATA(buf)
-        while True:
-            t = time.perf_counter()
-            with nogil:
-                chargen_i8_read(p, nbytes, reps, self.pool, threads)
-            elapsed = time.perf_counter() - t
-            if elapsed >= seconds:
-                return nbytes * reps / elapsed
-            reps = <size_t>(reps * min(max(2.0, 1.2 * seconds / max(elapsed, 1e-6)), 1e4))
+        buf = np.concatenate([a.reshape(-1) for a in packed or [a for a in self._keep if a.dtype == np.int8]])
+        return _per_second(lambda reps: self._read(buf, reps, threads), seconds, 1)
+
+    cdef double _peak(self, size_t reps, int threads):
+        cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
+        cdef double macs
+        with nogil:
+            macs = chargen_i8_gemm_peak(k, self.narrow, reps, self.pool, threads)
+        return macs
+
+    cdef double _read(self, cnp.ndarray buf, size_t reps, int threads):
+        cdef const void *p = cnp.PyArray_DATA(buf)
+        cdef size_t nbytes = buf.nbytes
+        with nogil:
+            chargen_i8_read(p, nbytes, reps, self.pool, threads)
+        return <double>nbytes * reps
 
     def scratch(self, size_t batch_size):
         """A scratch buffer for steps over batch_size streams (one per concurrent caller)."""
