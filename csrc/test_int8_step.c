@@ -67,6 +67,19 @@ static void test_quantize(void) {
 /* ------------------------------------------------------------------ matmul */
 #define PAD(K) (((K) + 63) / 64 * 64)
 
+/* y (B, N) of the matrix m (bias required) for xq (B rows at stride ldw): plain loops, the
+ * reference every kernel is held to bit for bit */
+static void plain_product(const chargen_i8_matrix *m, size_t B, const uint8_t *xq, const float *a_scale,
+                          const int32_t *zero, float *y) {
+    size_t b, n, k;
+    for (b = 0; b < B; b++)
+        for (n = 0; n < m->N; n++) {
+            int32_t acc = 0;
+            for (k = 0; k < m->K; k++) acc += ((int32_t)xq[b * m->ldw + k] - zero[b]) * (int32_t)m->w[n * m->ldw + k];
+            y[b * m->N + n] = (float)acc * (a_scale[b] * m->scale[n]) + m->bias[n];
+        }
+}
+
 static void test_matmul(size_t B, size_t N, size_t K) {
     const size_t ldw = PAD(K);
     int8_t *w = calloc(N, ldw);
@@ -83,12 +96,7 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
     chargen_i8_row_sums(N, K, ldw, w, wsum);
     chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, NULL, 0};
-    for (b = 0; b < B; b++)
-        for (n = 0; n < N; n++) {
-            int32_t acc = 0;
-            for (k = 0; k < K; k++) acc += ((int32_t)xq[b * ldw + k] - zero[b]) * (int32_t)w[n * ldw + k];
-            want[b * N + n] = (float)acc * (a_scale[b] * scale[n]) + bias[n];
-        }
+    plain_product(&m, B, xq, a_scale, zero, want);
     chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y1, NULL);
     chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y2, pool2);
     snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu (%s kernel): equal to plain loops", B, N, K, chargen_i8_kernel());
@@ -127,12 +135,7 @@ static void test_packed(size_t B, size_t N, size_t K, int narrow) {
     snprintf(what, sizeof what, "pack B=%zu N=%zu K=%zu: says whether every weight is in [-64, 64] (%d)", B, N, K, narrow);
     check(packed_narrow == narrow, what);
     chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, packed, packed_narrow};
-    for (b = 0; b < B; b++)
-        for (n = 0; n < N; n++) {
-            int32_t acc = 0;
-            for (k = 0; k < K; k++) acc += ((int32_t)xq[b * ldw + k] - zero[b]) * (int32_t)w[n * ldw + k];
-            want[b * N + n] = (float)acc * (a_scale[b] * scale[n]) + bias[n];
-        }
+    plain_product(&m, B, xq, a_scale, zero, want);
     for (i = 0; i < count; i++) {
         if (!chargen_i8_gemm_usable(&kernels[i])) continue;
         if (!strstr(packed_kernels, kernels[i].name)) {
