@@ -228,7 +228,8 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             generators.append(g)
         for report, run, g, model in zip(reports, _measure_in_turns(generators, seconds), generators, models):
             kernel = model.int8_step.kernel_for(int(B)) if g.engine == "chargen" else None
-            report["runs"].append({**run, "engine": g.engine, **({"kernel": kernel} if kernel else {})})
+            chosen = {"auto": model.choice(int(B)).describe()} if model.engine == "auto" else {}
+            report["runs"].append({**run, "engine": g.engine, **({"kernel": kernel} if kernel else {}), **chosen})
         del generators
     for report, model in zip(reports, models):
         peak = int8_peak(model, threads, seconds=min(0.3, seconds / 4))

@@ -11,10 +11,18 @@ from tests/export/conftest.py's checkpoints where a test needs them.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# engine='auto' measures engines on first use (chargen.runtime.calibrate): tests do not depend on
+# what a measurement found, so it is off for every test and the subprocesses they start, and the
+# cache goes to a folder of this run (tests/runtime/test_calibrate.py turns it on where it is tested)
+os.environ["CHARGEN_NO_CALIBRATION"] = "1"
+os.environ["CHARGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chargen-cache-")
 
 # benchmarks/graph_variants.py (random weights, the step graphs that chargen does not ship) is
 # shared by the benchmarks and the tests: `import graph_variants` in any test folder.
