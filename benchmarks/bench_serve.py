@@ -72,7 +72,7 @@ def pct(xs, q):
 def tutorial_models(folder: Path) -> tuple[Path, Path]:
     import onnx
 
-    from graph_variants import random_weights
+    from chargen.export.graph_variants import random_weights
 
     from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8

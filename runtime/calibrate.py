@@ -30,6 +30,7 @@ import numpy as np
 NO_CALIBRATION_ENV = "CHARGEN_NO_CALIBRATION"
 CACHE_ENV = "CHARGEN_CACHE_DIR"
 BUDGET_S = 0.3  # seconds of measuring for one batch size, both engines together
+SETTLE_S = 0.05  # before it: onnxruntime's threads spin for ~50 ms after its last run
 ENGINES = ("chargen", "onnxruntime")
 _lock = threading.Lock()  # one measurement at a time in a process (they would slow each other)
 
@@ -68,16 +69,22 @@ def cache_path() -> Path:
 
 
 def cpu_name() -> str:
-    """The CPU's model name as the OS reports it (Linux: /proc/cpuinfo), else platform's."""
+    """The CPU's model name as the OS reports it, with its family and model numbers where it
+    gives them (Linux /proc/cpuinfo: "AMD EPYC" names CPUs of several generations), else
+    platform's."""
+    facts = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "CPU part") and value.strip():
-                    return value.strip()
+                if not line.strip():
+                    break  # the first CPU's block is enough
+                k, _, v = line.partition(":")
+                facts.setdefault(k.strip(), v.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    name = facts.get("model name") or facts.get("Model") or platform.processor() or platform.machine() or "unknown"
+    numbers = [f"{k} {facts[k]}" for k in ("cpu family", "model", "CPU implementer", "CPU part") if facts.get(k)]
+    return f"{name} ({', '.join(numbers)})" if numbers else name
 
 
 def key(model, batch_size: int) -> str:
@@ -108,6 +115,7 @@ def measure(model, batch_size: int, budget: float = BUDGET_S) -> dict:
 
     figures = {}
     rng = np.random.default_rng(0)
+    time.sleep(SETTLE_S)  # onnxruntime's threads may still spin from the load's check
     for engine in ENGINES:
         core = StepCore(model, batch_size, engine)
         core.token[:] = rng.integers(0, model.vocab_size, batch_size)

@@ -4,7 +4,7 @@
     make_model(path, precision="fp32" | "fp16" | "int8", layers=1, hidden=64, ...) -> Path  (a fixture)
     model_files["fp32" | "int8"]                                                     (one small model)
 
-The weights follow torch's default init (random_weights, benchmarks/graph_variants.py) with a
+The weights follow torch's default init (chargen.export.graph_variants.random_weights) with a
 sharpened head, so the distributions are not flat; rnn_scale=4 makes the recurrence chaotic. Trained models come
 from tests/export/conftest.py's checkpoints where a test needs them.
 """
@@ -12,9 +12,7 @@ from tests/export/conftest.py's checkpoints where a test needs them.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +22,6 @@ import pytest
 os.environ["CHARGEN_NO_CALIBRATION"] = "1"
 os.environ["CHARGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chargen-cache-")
 
-# benchmarks/graph_variants.py (random weights, the step graphs that chargen does not ship) is
-# shared by the benchmarks and the tests: `import graph_variants` in any test folder.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from modelkit import model_file  # noqa: E402  (tests/modelkit.py)
 

@@ -12,7 +12,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from graph_variants import GraphOptions, random_weights  # noqa: E402
+from chargen.export.graph_variants import GraphOptions, random_weights  # noqa: E402
 
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
