@@ -6,10 +6,10 @@
  *
  * Kernels (each a tile of TILE outputs against one x row, or four rows where it has a 4-row loop;
  * every output summed in int32 exactly, so every kernel gives the plain loops' bits):
- *   "avx512vnni"    vpdpbusd, 64 bytes at a time; four rows by four outputs in batches
+ *   "avx512vnni"    vpdpbusd, 64 bytes at a time; four rows by eight outputs in batches
  *   "avx2"          16 bytes widened to int16, vpmaddwd (exact for any int8 weights)
  *   "neon-i8mm"     USDOT; four rows by eight outputs of USMMLA in batches
- *   "neon-dotprod"  SDOT on x - 128 (int8_cpu.h); four rows by four outputs in batches
+ *   "neon-dotprod"  SDOT on x - 128 (int8_cpu.h); four rows by eight outputs in batches
  *   "neon"          widening multiply-adds (vmlal), exact for any uint8 and int8
  *   "c"             plain loops (on every CPU)
  * x86's picked with __builtin_cpu_supports, aarch64's from getauxval(AT_HWCAP/AT_HWCAP2).
