@@ -331,6 +331,50 @@ static void step_kernels(model_t *m, size_t B, const int64_t *tok, const float *
     m->gru.kernels = picked;
 }
 
+/* kernels that count their calls, then run the plain C ones: the step runs on the kernels in the
+ * model (init's pick, or what the caller set), not on ones it picks itself */
+static int counted_matvec, counted_packed;
+static const chargen_i8_matvec_kernel *plain_matvec;
+static const chargen_i8_gemm_kernel *plain_packed;
+
+static void counting_matvec(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                            const int32_t *zero, float *y, size_t ldy, size_t u0, size_t u1) {
+    __atomic_add_fetch(&counted_matvec, 1, __ATOMIC_RELAXED);
+    plain_matvec->product(w, B, xq, ldx, a_scale, zero, y, ldy, u0, u1);
+}
+
+static void counting_packed(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                            const int32_t *zero, float *y, size_t ldy, size_t u0, size_t u1) {
+    __atomic_add_fetch(&counted_packed, 1, __ATOMIC_RELAXED);
+    plain_packed->gemm(w, B, xq, ldx, a_scale, zero, y, ldy, u0, u1);
+}
+
+static void step_counting(model_t *m, size_t B, const int64_t *tok, const float *h_in, const float *h_out,
+                          const float *logits, float *h_two, float *logits_two, void *scratch) {
+    const chargen_i8_kernels picked = m->gru.kernels;
+    const size_t n_h = m->L * B * m->H, n_l = B * m->V;
+    const chargen_i8_matvec_kernel matvec = {"counting", counting_matvec};
+    size_t i, count;
+    const chargen_i8_matvec_kernel *mv = chargen_i8_matvec_kernels(&count);
+    const chargen_i8_gemm_kernel *pk = chargen_i8_gemm_kernels(&i);
+    chargen_i8_gemm_kernel packed = pk[i - 1]; /* plain C, the last */
+    plain_matvec = &mv[count - 1], plain_packed = &pk[i - 1];
+    packed.name = "counting", packed.gemm = counting_packed;
+    m->gru.kernels.matvec = &matvec, m->gru.kernels.packed = &packed, m->gru.kernels.packed_from = B + 1;
+    counted_matvec = counted_packed = 0;
+    chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(counted_matvec >= (int)(2 * m->L - 1) && counted_packed == 0 && memcmp(h_out, h_two, n_h * sizeof(float)) == 0 &&
+              memcmp(logits, logits_two, n_l * sizeof(float)) == 0,
+          "step: runs the model's matrix-vector kernel below packed_from (the same bits)");
+    m->gru.kernels.packed_from = B;
+    counted_matvec = counted_packed = 0;
+    chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(counted_packed >= (int)(2 * m->L - 1) && counted_matvec == 0 && memcmp(h_out, h_two, n_h * sizeof(float)) == 0 &&
+              memcmp(logits, logits_two, n_l * sizeof(float)) == 0,
+          "step: runs the model's packed kernel from packed_from on (the same bits)");
+    m->gru.kernels = picked;
+}
+
 static void test_step(size_t L, size_t H, size_t V, size_t B) {
     model_t m;
     make_model(&m, L, H, V);
@@ -369,6 +413,7 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
           "step: three threads give the same bits as two");
     m.gru.pool = pool2;
     step_kernels(&m, B, tok, h_in, h_out, logits, h_two, logits_two, scratch);
+    step_counting(&m, B, tok, h_in, h_out, logits, h_two, logits_two, scratch);
 
     memcpy(h_two, h_out, n_h * sizeof(float));
     tok[B - 1] = (int64_t)V;
