@@ -34,6 +34,7 @@ SHAPES = {1: 136, 2: 48}  # layers -> hidden size
 STEPS = 150  # teacher-forced steps per file and batch size
 ROLLOUT = 150  # greedy steps
 F32 = np.float32
+QUANTIZED = ("gh_l{k}_w_t", "gi_l{k}_w_t")  # int8 files' quantized matrices (both int8 sections name them)
 
 
 # ---------------------------------------------------------------- what the document says
@@ -194,8 +195,6 @@ class Reader:
     per_row (int8 dynamic) and nbits_float (int8 nbits) are the misreadings the document warns
     of, for the test that shows they are caught."""
 
-    QUANTIZED = ("gh_l{k}_w_t", "gi_l{k}_w_t")  # the int8 files' quantized matrices
-
     def __init__(self, path, *, per_row: bool = False, nbits_float: bool | None = None):
         model = onnx.load(str(path))
         meta = {p.key: p.value for p in model.metadata_props}
@@ -353,7 +352,7 @@ def test_the_tables_are_what_a_file_holds(kind, layers, files):
         for k in presence[row["present"]]:
             name = pattern.format(k=k) if k is not None else pattern
             dtype = {"float": "float16" if precision == "fp16" else "float32"}.get(row["dtype"], row["dtype"])
-            quantized = precision == "int8" and any(name == q.format(k=k) for q in Reader.QUANTIZED)
+            quantized = precision == "int8" and any(name == q.format(k=k) for q in QUANTIZED)
             if not quantized:
                 want[name] = dtype, shape_of(row["shape"], V=V, H=H, L=L)
                 if dtype == "int64":
@@ -362,6 +361,8 @@ def test_the_tables_are_what_a_file_holds(kind, layers, files):
                     helper_values[name] = [k] if m.group(1) == "k" else list(shape_of(m.group(1), H=H))
                 continue
             heading = "int8 `dynamic` (MatMulInteger)" if kernel == "dynamic" else "int8 `nbits` (MatMulNBits)"
+            first_sentence = section(heading).strip().split(". ")[0]
+            assert all(f"`{q}`" in first_sentence for q in QUANTIZED), first_sentence
             for sub in table(heading, "initializer"):
                 want[code(sub["initializer"]).replace("NAME", name)] = sub["dtype"], shape_of(sub["shape"], H=H, b=b)
     have = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -393,7 +394,8 @@ def test_the_tables_are_what_a_file_holds(kind, layers, files):
     # ops and opsets
     ops = table("The arithmetic", "op")
     tag = {"all": True, "L = 1": L == 1, "L ≥ 2": L >= 2, precision: True, kind.replace("-", " "): True}
-    expected = {(code(r["op"]), r["domain"]) for r in ops if any(tag.get(t.strip(), False) for t in r["files"].split(","))}
+    expected = {(code(r["op"]), r["domain"]) for r in ops
+                if any(tag.get(t.strip(), False) for t in r["files"].split(","))}
     nodes = {(n.op_type, n.domain or "ai.onnx") for n in model.graph.node}
     assert nodes == expected
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
