@@ -10,7 +10,6 @@ import math
 import pickle
 import threading
 import time
-
 import zlib
 
 import numpy as np
