@@ -71,11 +71,17 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def metric(self, name: str, headers: dict | None = None, **labels: str) -> float:
+    def metric(self, name: str, headers: dict | None = None, missing: float | None = None, **labels: str) -> float:
         """A Prometheus sample from /metrics: the sum over the series of `name` whose labels
-        include `labels` (every model's, where no model is given). KeyError where none is."""
+        include `labels` (every model's, where no model is given). Where there is none:
+        `missing` if given (a counter before its first count), else KeyError."""
         text = httpx.get(self.url + "/metrics", timeout=5, headers=headers).text
-        return metric_value(text, name, **labels)
+        try:
+            return metric_value(text, name, **labels)
+        except KeyError:
+            if missing is None:
+                raise
+            return missing
 
     def wait_metric(self, name: str, value: float, timeout: float = 5.0, **labels: str) -> float:
         deadline = time.monotonic() + timeout

@@ -22,14 +22,6 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=30)
 
 
-def value(server, name: str, **labels) -> float:
-    """A metric's value, 0 where the series does not exist yet (a counter before its first count)."""
-    try:
-        return server.metric(name, **labels)
-    except KeyError:
-        return 0.0
-
-
 def generator_text(path, engine: str, prompt: str, **options) -> str:
     """What chargen.runtime's Generator gives for that model, seed and options (batch 1)."""
     from chargen.runtime import GenerationOptions, Model
@@ -73,7 +65,7 @@ def test_a_request_without_a_model_gets_the_first(two_models_server):
 
 def test_an_unknown_model_is_404_model_not_found(two_models_server, server):
     s = two_models_server
-    before = value(s, "chargen_requests_total", model="", status="404")
+    before = s.metric("chargen_requests_total", missing=0, model="", status="404")
     for stream in (False, True):
         with pytest.raises(openai.NotFoundError) as caught:
             client(s).completions.create(model="gpt-3.5-turbo-instruct", prompt="A", max_tokens=5, stream=stream)
@@ -102,28 +94,38 @@ def test_models_lists_both(two_models_server):
     assert httpx.get(s.url + "/v1/models/tiny", timeout=TIMEOUT).json() == cards["tiny"]
 
 
+def samples(server) -> dict:
+    """Every sample of /metrics: {(name, model, status): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics", timeout=TIMEOUT).text
+    return {(x.name, x.labels.get("model"), x.labels.get("status")): x.value
+            for family in text_string_to_metric_families(text) for x in family.samples}
+
+
 def test_metrics_are_labelled_by_model(two_models_server):
     s = two_models_server
-    names = ("chargen_generated_characters_total", "chargen_prompt_characters_total", "chargen_step_seconds_count")
-    before = {(n, m): value(s, n, model=m) for n in names for m in MODELS}
-    ok_before = {m: value(s, "chargen_requests_total", model=m, status="200") for m in MODELS}
+    before = samples(s)
     complete(s.url, {"model": "tiny", "prompt": "ABC", "max_tokens": 7})
     complete(s.url, {"model": "q8", "prompt": "ABCDE", "max_tokens": 11})
     complete(s.url, {"model": "q8", "prompt": "A", "max_tokens": 2})
-    assert value(s, "chargen_generated_characters_total", model="tiny") - before[names[0], "tiny"] == 7
-    assert value(s, "chargen_generated_characters_total", model="q8") - before[names[0], "q8"] == 13
-    assert value(s, "chargen_prompt_characters_total", model="tiny") - before[names[1], "tiny"] == 3
-    assert value(s, "chargen_prompt_characters_total", model="q8") - before[names[1], "q8"] == 6
-    for m in MODELS:  # each model's own steps were counted
-        assert value(s, "chargen_step_seconds_count", model=m) > before[names[2], m]
-    assert value(s, "chargen_requests_total", model="tiny", status="200") - ok_before["tiny"] == 1
-    assert value(s, "chargen_requests_total", model="q8", status="200") - ok_before["q8"] == 2
-    for m in MODELS:
-        assert s.metric("chargen_slots", model=m) == 64 and s.metric("chargen_active_slots", model=m) == 0
-        assert s.metric("chargen_queue_depth", model=m) == 0
-        assert s.metric("chargen_time_to_first_character_seconds_count", model=m) >= 1
-    text = httpx.get(s.url + "/metrics", timeout=TIMEOUT).text
-    assert 'chargen_generated_characters_total{model="q8"}' in text
+    after = samples(s)
+
+    def grew(name, model, status=None):
+        return after[name, model, status] - before.get((name, model, status), 0)
+
+    assert grew("chargen_generated_characters_total", "tiny") == 7
+    assert grew("chargen_generated_characters_total", "q8") == 13
+    assert grew("chargen_prompt_characters_total", "tiny") == 3
+    assert grew("chargen_prompt_characters_total", "q8") == 6
+    assert grew("chargen_requests_total", "tiny", "200") == 1
+    assert grew("chargen_requests_total", "q8", "200") == 2
+    for m in MODELS:  # each model's own steps and first characters were counted
+        assert grew("chargen_step_seconds_count", m) >= 1
+        assert grew("chargen_time_to_first_character_seconds_count", m) == (1 if m == "tiny" else 2)
+        assert after["chargen_slots", m, None] == 64
+        assert after["chargen_active_slots", m, None] == 0 and after["chargen_queue_depth", m, None] == 0
+    assert {m for (name, m, _) in after if name == "chargen_slots"} == set(MODELS)
 
 
 def test_health_covers_every_model(two_models_server):

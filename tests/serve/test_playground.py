@@ -128,18 +128,14 @@ def test_pick_a_model_when_there_are_several(browser, two_models_server):
     fill(browser, "temperature", "0.9")
     fill(browser, "top_k", "0")
     fill(browser, "seed", "4")
-    served = {m: requests_of(s, m) for m in ("tiny", "q8")}
+    def requests_of(model):
+        return s.metric("chargen_requests_total", missing=0, model=model, status="200")
+
+    served = {m: requests_of(m) for m in ("tiny", "q8")}
     browser.find_element(By.ID, "generate").click()
     wait_for(lambda: "finished" in browser.find_element(By.ID, "stats").text, timeout=120, what="the end")
     # the page's request went to q8 (the server counts it there)...
-    assert {m: requests_of(s, m) - served[m] for m in served} == {"tiny": 0, "q8": 1}
+    assert {m: requests_of(m) - served[m] for m in served} == {"tiny": 0, "q8": 1}
     # ...and shows q8's text for that seed
     want = complete(s.url, {**body, "model": "q8"})["choices"][0]["text"]
     assert output(browser).rstrip() == (body["prompt"] + want).rstrip()
-
-
-def requests_of(server, model: str) -> float:
-    try:
-        return server.metric("chargen_requests_total", model=model, status="200")
-    except KeyError:
-        return 0.0
