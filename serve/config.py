@@ -74,8 +74,9 @@ def model_names(specs, model_id: str | None = None) -> list[tuple[str, str]]:
 
     A value is NAME=PATH where the part before its first '=' has no '/' and the whole value
     is not an existing file; so `--model q8=runs/a.onnx` names the model q8, and a file
-    called `a=b.onnx` is still a path (`./a=b.onnx` where it does not exist yet). model_id names a single model given without a name. Raises
-    ConfigError for no models, an empty or unusable name, or two models of the same name."""
+    called `a=b.onnx` is still a path (`./a=b.onnx` where it does not exist yet). model_id
+    names a single model given without a name. Raises ConfigError for no models, an empty or
+    unusable name, or two models of the same name."""
     out: list[tuple[str, str]] = []
     specs = [str(s) for s in specs]
     if not specs:

@@ -207,8 +207,8 @@ def parse_completion(body, *, max_chars: int, max_choices: int) -> CompletionReq
         raise bad("suffix", "'suffix' is not supported by this server: leave it out")
 
     return CompletionRequest(
-        model=model, prompts=prompts, prompt_is_list=is_list, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        top_k=top_k, n=n, stop=stop, seed=seed, echo=echo, stream=stream, include_usage=include_usage,
+        model=model, prompts=prompts, prompt_is_list=is_list, max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, top_k=top_k, n=n, stop=stop, seed=seed, echo=echo, stream=stream, include_usage=include_usage,
         logprobs=logprobs, unknown=unknown,
     )
 

@@ -13,7 +13,8 @@ from chargen.serve.config import ConfigError, ServeConfig, check_port, model_nam
 
 def test_defaults_and_a_valid_config():
     c = ServeConfig()
-    assert (c.max_batch, c.max_queue, c.max_chars, c.api_key, c.cors_origins, c.grace) == (64, 256, 4096, None, (), 10.0)
+    assert (c.max_batch, c.max_queue, c.max_chars, c.api_key, c.cors_origins, c.grace) == \
+        (64, 256, 4096, None, (), 10.0)
     c = ServeConfig(max_batch=1, max_queue=0, max_chars=2, grace=0, cors_origins=["*"], api_key="k")
     assert c.cors_origins == ("*",)
 
