@@ -175,7 +175,7 @@ class Completion:
 
     def abort(self, message: str) -> None:
         """The server ends the request (shutdown, a failed step): its response says why."""
-        if self.error is None and not self.done:
+        if self.error is None and not self.done and not self.closed:
             self.error = message
             self._cancel(self.jobs)
         self.wake.set()
