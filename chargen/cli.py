@@ -259,8 +259,9 @@ def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "
         fail(str(e))
 
 
-_ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: chargen's "
-                "where it was measured faster (batches of up to 4 streams on AVX-512 VNNI, up to 128 on AVX2), else onnxruntime.")
+_ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: for each batch "
+                "size, whichever measured faster on this machine (measured once, kept in the user cache; "
+                "CHARGEN_NO_CALIBRATION=1: onnxruntime).")
 _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 
@@ -299,11 +300,13 @@ def _unescape(text: str) -> str:
 
 def _engine_words(model, engine: str, batch_size: int) -> str:
     """Who runs the step, in words: 'onnxruntime' or chargen's step with the kernel that runs
-    this batch size and its threads."""
+    this batch size and its threads; then why (pinned, the only engine, or auto's measurement)."""
+    choice = model.choice(batch_size)
+    why = choice.describe().split(" ", 1)[1]
     if engine != "chargen":
-        return "onnxruntime"
+        return f"onnxruntime {why}"
     threads = model.int8_step.threads or "one per CPU"
-    return f"chargen's int8 step ({model.int8_step.kernel_for(batch_size)} kernel, {threads} thread(s))"
+    return f"chargen's int8 step ({model.int8_step.kernel_for(batch_size)} kernel, {threads} thread(s)) {why}"
 
 
 @app.command()
@@ -403,7 +406,7 @@ def bench(
 
     With several --model options the models take turns at each batch size, and the last lines give each one's chars/s as a multiple of the first one's: the way to choose between exports (fp32 or int8, --int8-kernel dynamic or nbits) on the machine you ship to.
     """
-    from chargen.runtime.bench import BenchError, compare_bench, format_comparison
+    from chargen.bench import BenchError, compare_bench, format_comparison
 
     if seconds <= 0:
         fail(f"--seconds must be > 0, not {seconds}")

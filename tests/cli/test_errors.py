@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from chargen.cli import app  # noqa: E402
-from graph_variants import random_weights  # noqa: E402
+from chargen.export.graph_variants import random_weights  # noqa: E402
 
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import Vocab  # noqa: E402
