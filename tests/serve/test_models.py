@@ -167,7 +167,7 @@ def test_a_client_that_goes_away_frees_its_models_slot(two_models_server):
 
 
 def test_sigterm_drains_every_model(tmp_path_factory, models):
-    s = ServerProcess(models[0], "--model", f"q8={models[1]}", "--grace", "1", "--max-chars", "10000000",
+    s = ServerProcess(models[0], "--model", f"q8={models[1]}", "--grace", "5", "--max-chars", "10000000",
                       log=tmp_path_factory.mktemp("drain-two") / "server.log")
     try:
         c = httpx.Client(timeout=TIMEOUT)
