@@ -29,8 +29,9 @@ import numpy as np
 
 NO_CALIBRATION_ENV = "CHARGEN_NO_CALIBRATION"
 CACHE_ENV = "CHARGEN_CACHE_DIR"
-BUDGET_S = 0.3  # seconds of measuring for one batch size, both engines together
-SETTLE_S = 0.05  # before it: onnxruntime's threads spin for ~50 ms after its last run
+BUDGET_S = 0.3  # seconds of timed runs for one batch size, both engines together
+ROUNDS = 2  # turns each engine takes within the budget
+SETTLE_S = 0.05  # idle before each of chargen's turns: onnxruntime's threads spin ~50 ms after a run
 ENGINES = ("chargen", "onnxruntime")
 _lock = threading.Lock()  # one measurement at a time in a process (they would slow each other)
 
@@ -107,32 +108,38 @@ def key(model, batch_size: int) -> str:
     return json.dumps(facts, sort_keys=True)
 
 
-def measure(model, batch_size: int, budget: float = BUDGET_S) -> dict:
+def measure(model, batch_size: int, budget: float = BUDGET_S, rounds: int = ROUNDS) -> dict:
     """chars/s of each engine's step (the run only: sampling costs both the same) at this batch
-    size, best of short chunks within the budget. chargen's step is timed first: onnxruntime's
-    threads spin for a while after its runs and would stall the step's threads beside them."""
+    size: the engines take turns in `rounds` blocks each (so a machine whose speed drifts, shared
+    with other work, slows both alike), each keeping its best chunk of about 10 ms. Every
+    chargen block starts after SETTLE_S: onnxruntime's threads spin for a while after its runs
+    and would stall the step's threads beside them."""
     from chargen.runtime.core import StepCore
 
-    figures = {}
     rng = np.random.default_rng(0)
-    time.sleep(SETTLE_S)  # onnxruntime's threads may still spin from the load's check
+    cores = {}
     for engine in ENGINES:
-        core = StepCore(model, batch_size, engine)
+        core = cores[engine] = StepCore(model, batch_size, engine)
         core.token[:] = rng.integers(0, model.vocab_size, batch_size)
-        core.run(batch_size)  # first run: bindings, caches
-        t_end = time.perf_counter() + budget / len(ENGINES)
-        best, chunk = float("inf"), 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(chunk):
-                core.run(batch_size)
-            dt = (time.perf_counter() - t0) / chunk
-            best = min(best, dt)
-            if time.perf_counter() >= t_end:
-                break
-            chunk = max(1, min(64, int(0.01 / max(dt, 1e-7))))  # chunks of about 10 ms
-        figures[engine] = batch_size / best
-    return figures
+        core.run(batch_size)  # first run: bindings, buffers
+    best = {engine: float("inf") for engine in ENGINES}
+    block = budget / (rounds * len(ENGINES))
+    for _ in range(rounds):
+        for engine in ENGINES:
+            if engine == "chargen":
+                time.sleep(SETTLE_S)
+            core, chunk = cores[engine], 1
+            t_end = time.perf_counter() + block
+            while True:
+                t0 = time.perf_counter()
+                for _ in range(chunk):
+                    core.run(batch_size)
+                dt = (time.perf_counter() - t0) / chunk
+                best[engine] = min(best[engine], dt)
+                if time.perf_counter() >= t_end:
+                    break
+                chunk = max(1, min(64, int(0.01 / max(dt, 1e-7))))  # chunks of about 10 ms
+    return {engine: batch_size / best[engine] for engine in ENGINES}
 
 
 def _read(path: Path) -> dict:
