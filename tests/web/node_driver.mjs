@@ -1,0 +1,60 @@
+// The page's JavaScript under Node, for the tests (tests/web/): one command a run, its result as
+// one JSON line on stdout, an error as {"error": name, "message": ...}.
+//
+//   node node_driver.mjs read MODEL.onnx
+//   node node_driver.mjs generate MODEL.onnx START OPTIONS_JSON
+//   node node_driver.mjs bench MODEL.onnx CHARS
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const STATIC = new URL("../../web/static/", import.meta.url);
+const { readModelFile } = await import(new URL("onnx.js", STATIC));
+const engineJs = await import(new URL("engine.js", STATIC));
+
+const [command, path, ...rest] = process.argv.slice(2);
+const wasmBytes = () => readFileSync(fileURLToPath(new URL("chargen.wasm", STATIC)));
+
+async function main() {
+  const bytes = readFileSync(path);
+  if (command === "read") {
+    const { metadata, initializers } = readModelFile(bytes);
+    const tensors = {};
+    for (const [name, t] of initializers) {
+      const raw = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      tensors[name] = { dtype: t.dtype, dims: t.dims, sha256: createHash("sha256").update(raw).digest("hex") };
+    }
+    return { metadata, tensors };
+  }
+  const wasm = await engineJs.loadWasm(wasmBytes());
+  if (command === "generate") {
+    const [start, optionsJson] = rest;
+    const engine = await engineJs.openEngine(bytes, { wasm });
+    const options = JSON.parse(optionsJson);
+    if (typeof options.seed === "string") options.seed = BigInt(options.seed);
+    const gen = new engineJs.Generation(engine, options);
+    gen.feed(start);
+    let text = "";
+    for (const c of gen) text += c;
+    return { text, checked: engine.checked, engine: engine.name };
+  }
+  if (command === "bench") {
+    const n = Number(rest[0]);
+    const engine = await engineJs.openEngine(bytes, { wasm });
+    const gen = new engineJs.Generation(engine, { seed: 1, max_length: n });
+    gen.feed("\n");
+    const t0 = performance.now();
+    let count = 0;
+    for (const _ of gen) count++;
+    const seconds = (performance.now() - t0) / 1000;
+    return { chars: count, seconds, chars_per_s: count / seconds };
+  }
+  throw new Error(`unknown command ${command}`);
+}
+
+try {
+  console.log(JSON.stringify(await main()));
+} catch (e) {
+  console.log(JSON.stringify({ error: e.name, message: e.message }));
+  process.exitCode = 1;
+}
