@@ -345,6 +345,55 @@ I8MM_TARGET static void dot4_i8mm(size_t K, const uint8_t *restrict x, size_t ld
 }
 #endif
 
+#if defined(__wasm_simd128__)
+/* WebAssembly SIMD128 (web/build.py's -msimd128): 16 bytes of x and of each weight row widened to
+ * int16 and multiplied into int32 pairs (i32x4.dot_i16x8_s: exact for any uint8 and int8), four
+ * weight rows at a time so each widened x feeds four products; over the rows' zero padding to a
+ * multiple of 16 (ldw is a multiple of 64): no tail */
+#include <wasm_simd128.h>
+#define CHARGEN_WASM_SIMD 1
+
+static INLINE int32_t hsum_wasm(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+static INLINE v128_t dot16_wasm(v128_t acc, v128_t xl, v128_t xh, const int8_t *w) {
+    const v128_t wv = wasm_v128_load(w);
+    acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(xl, wasm_i16x8_extend_low_i8x16(wv)));
+    return wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(xh, wasm_i16x8_extend_high_i8x16(wv)));
+}
+
+static void dot_wasm(size_t K, const uint8_t *restrict x, const int8_t *restrict w, size_t ldw, size_t rows,
+                     int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    size_t r = 0, k;
+    for (; r + 4 <= rows; r += 4) {
+        const int8_t *w0 = w + r * ldw;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        for (k = 0; k < K16; k += 16) {
+            const v128_t xv = wasm_v128_load(x + k);
+            const v128_t xl = wasm_u16x8_extend_low_u8x16(xv), xh = wasm_u16x8_extend_high_u8x16(xv);
+            a0 = dot16_wasm(a0, xl, xh, w0 + k);
+            a1 = dot16_wasm(a1, xl, xh, w0 + ldw + k);
+            a2 = dot16_wasm(a2, xl, xh, w0 + 2 * ldw + k);
+            a3 = dot16_wasm(a3, xl, xh, w0 + 3 * ldw + k);
+        }
+        out[r] = hsum_wasm(a0), out[r + 1] = hsum_wasm(a1), out[r + 2] = hsum_wasm(a2), out[r + 3] = hsum_wasm(a3);
+    }
+    for (; r < rows; r++) {
+        v128_t a = wasm_i32x4_splat(0);
+        for (k = 0; k < K16; k += 16) {
+            const v128_t xv = wasm_v128_load(x + k);
+            a = dot16_wasm(a, wasm_u16x8_extend_low_u8x16(xv), wasm_u16x8_extend_high_u8x16(xv), w + r * ldw + k);
+        }
+        out[r] = hsum_wasm(a);
+    }
+}
+#else
+#define CHARGEN_WASM_SIMD 0
+#endif
+
 /* ------------------------------------------------------------------ the head, in float32 */
 /* logits (B, V) = h (B, H) W^T + bias in float32, rows [v0, v1): sixteen partial sums a row,
  * which the compiler keeps in one vector register; built for AVX-512 and AVX2 as well */
@@ -503,6 +552,13 @@ I8MM_TARGET static void matmul_i8mm(const chargen_i8_matrix *w, size_t B, const 
 }
 #endif
 
+#if CHARGEN_WASM_SIMD
+static void matmul_wasm(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                        const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1) {
+    matmul_tiles(dot_wasm, NULL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+}
+#endif
+
 typedef void matmul_fn(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                        const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1);
 
@@ -538,6 +594,12 @@ static kernels_t pick_kernels(void) {
             const kernels_t k = {"neon-dotprod", matmul_dotprod, head_c, quantize_c};
             return k;
         }
+    }
+#endif
+#if CHARGEN_WASM_SIMD
+    {
+        const kernels_t k = {"wasm-simd128", matmul_wasm, head_c, quantize_c};
+        return k;
     }
 #endif
 #if CHARGEN_NEON

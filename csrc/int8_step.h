@@ -30,7 +30,8 @@
  * Kernels: AVX-512 VNNI, AVX2 (widened to 16 bits: exact for any int8
  * weights) and plain C, picked at run time on x86; on aarch64 NEON with
  * USDOT/USMMLA (i8mm), SDOT (dotprod) or widening multiply-adds, picked at run
- * time from getauxval(AT_HWCAP/AT_HWCAP2); plain C elsewhere.  Matrices with a
+ * time from getauxval(AT_HWCAP/AT_HWCAP2); WebAssembly SIMD128 where built with -msimd128;
+ * plain C elsewhere.  Matrices with a
  * packed copy (int8_gemm.h) run batches from the CPU's packed kernel's
  * min_batch on as blocked products (AMX, AVX-512 VNNI, AVX2).  The
  * result does not depend on the kernel or the thread count: every output is
@@ -103,7 +104,7 @@ void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, 
 /* Q above, one row: xq (K), returns the scale, writes the zero point. */
 float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero);
 
-/* The kernel the CPU gets: "avx512vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon" or "c". */
+/* The kernel the CPU gets: "avx512vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "wasm-simd128" or "c". */
 const char *chargen_i8_kernel(void);
 
 /* Whether the library was built with threads (pool.h; else every step on the caller's). */

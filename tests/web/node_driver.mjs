@@ -3,6 +3,8 @@
 //
 //   node node_driver.mjs read MODEL.onnx
 //   node node_driver.mjs generate MODEL.onnx START OPTIONS_JSON
+//   node node_driver.mjs reference MODEL.onnx TOKENS_JSON   the JS reference's logits, step by step
+//   node node_driver.mjs check MODEL.onnx OFFSET             the load check, the reference's head bias moved by OFFSET
 //   node node_driver.mjs bench MODEL.onnx CHARS
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -11,6 +13,8 @@ import { fileURLToPath } from "node:url";
 const STATIC = new URL("../../web/static/", import.meta.url);
 const { readModelFile } = await import(new URL("onnx.js", STATIC));
 const engineJs = await import(new URL("engine.js", STATIC));
+const { readModel } = await import(new URL("model.js", STATIC));
+const { ReferenceStep } = await import(new URL("reference.js", STATIC));
 
 const [command, path, ...rest] = process.argv.slice(2);
 const wasmBytes = () => readFileSync(fileURLToPath(new URL("chargen.wasm", STATIC)));
@@ -26,7 +30,27 @@ async function main() {
     }
     return { metadata, tensors };
   }
+  if (command === "reference") {
+    const { info, weights } = readModel(bytes);
+    const ref = new ReferenceStep(info, weights);
+    let h = new Float64Array(info.layers * info.hidden);
+    const logits = [];
+    for (const token of JSON.parse(rest[0])) {
+      const out = ref.step(token, h);
+      logits.push(Array.from(out.logits));
+      h = out.h;
+    }
+    return { logits, h: Array.from(h) };
+  }
   const wasm = await engineJs.loadWasm(wasmBytes());
+  if (command === "check") {
+    const { info, weights } = readModel(bytes);
+    const engine = new engineJs.WasmInt8Engine(wasm, info, weights);
+    const ref = new ReferenceStep(info, weights);
+    ref.w.head_b = ref.w.head_b.map((b) => b + Number(rest[0]));
+    return { worst: engineJs.checkEngine(engine, ref), kernel: new TextDecoder().decode(
+      new Uint8Array(wasm.memory.buffer, wasm.cg_kernel(), 16)).split("\0")[0] };
+  }
   if (command === "generate") {
     const [start, optionsJson] = rest;
     const engine = await engineJs.openEngine(bytes, { wasm });
