@@ -473,6 +473,25 @@ def serve(
     run(m, config, sock=sock, on_ready=ready)
 
 
+# ---------------------------------------------------------------- web (chargen.web)
+@app.command()
+def web(
+    model: Annotated[Path, typer.Argument(help="The int8 .onnx model (gen export --precision int8) to run in the page.")],
+    out: Annotated[Path, typer.Argument(help="The folder to write (new or empty; one gen web wrote before is overwritten).")],
+):
+    """Write a static folder that generates in the browser tab: index.html, the model, chargen.js and chargen.wasm.
+
+    Serve it from any static host, e.g. `python -m http.server -d OUT`; it loads nothing from another origin.
+    """
+    from chargen.web import WebError, write_folder
+
+    try:
+        folder = write_folder(model, out)
+    except WebError as e:
+        fail(str(e))
+    typer.echo(f"{folder}/index.html: open it through a web server, e.g. python -m http.server -d {folder}")
+
+
 class _StdoutError(Exception):
     """stdout cannot take the output (a full disk, an I/O error); not an OSError, so no
     handler meant for the command's own files catches it on the way to main()."""

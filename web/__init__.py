@@ -14,6 +14,7 @@ not run fails at `gen web` time with one line (WebError), not in the browser.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -50,8 +51,6 @@ def check_model(path: Path) -> dict[str, str]:
         raise WebError(f"{path}: the page runs int8 models with --int8-kernel dynamic, and this one has {kernel}")
     config = meta.get(contract.META_CONFIG, "{}")
     try:
-        import json
-
         layers = int(json.loads(config)["layers"])
     except (ValueError, KeyError, TypeError):
         raise WebError(f"{path}: its {contract.META_CONFIG} metadata is not a model config") from None
