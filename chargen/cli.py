@@ -476,17 +476,19 @@ def serve(
 # ---------------------------------------------------------------- web (chargen.web)
 @app.command()
 def web(
-    model: Annotated[Path, typer.Argument(help="The int8 .onnx model (gen export --precision int8) to run in the page.")],
+    model: Annotated[Path, typer.Argument(help="The .onnx model to run in the page (int8 --int8-kernel dynamic, fp32 or fp16).")],
     out: Annotated[Path, typer.Argument(help="The folder to write (new or empty; one gen web wrote before is overwritten).")],
+    onnxruntime_web: Annotated[Optional[Path], typer.Option(help="fp32 and fp16 models: an onnxruntime-web package folder (or its dist/) to take it from. Default: chargen's cache, filled once with npm pack.")] = None,
 ):
     """Write a static folder that generates in the browser tab: index.html, the model, chargen.js and chargen.wasm.
 
+    int8 models (--int8-kernel dynamic) run on chargen's int8 step in WebAssembly; fp32 and fp16 models on onnxruntime-web (pinned; put in the folder, about 15 MB).
     Serve it from any static host, e.g. `python -m http.server -d OUT`; it loads nothing from another origin.
     """
     from chargen.web import WebError, write_folder
 
     try:
-        folder = write_folder(model, out)
+        folder = write_folder(model, out, onnxruntime_web)
     except WebError as e:
         fail(str(e))
     typer.echo(f"{folder}/index.html: open it through a web server, e.g. python -m http.server -d {folder}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
+
+from webkit import require
 
 pytest.importorskip("onnx")  # the test models are written with chargen.export
 
@@ -18,3 +22,12 @@ def web_models(tmp_path_factory, make_model):
         "fp16": make_model(folder / "fp16.onnx", "fp16"),
         "nbits": make_model(folder / "nbits.onnx", "int8", kernel="nbits", hidden=128),
     }
+
+
+@pytest.fixture(scope="session")
+def ort_web():
+    """onnxruntime-web's files as gen web vendors them (chargen's cache, filled from npm once)."""
+    from chargen.web import onnxruntime_web
+
+    require(shutil.which("npm"), "npm", "apt-get install nodejs npm")
+    return onnxruntime_web()

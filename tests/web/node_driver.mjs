@@ -17,6 +17,13 @@ const { readModel } = await import(new URL("model.js", STATIC));
 const { ReferenceStep } = await import(new URL("reference.js", STATIC));
 
 const [command, path, ...rest] = process.argv.slice(2);
+// onnxruntime-web for fp32 and fp16 models: the folder gen web vendors it into (env ORT_WEB_DIR)
+const ORT_DIR = process.env.ORT_WEB_DIR;
+async function ortOptions() {
+  if (!ORT_DIR) return {};
+  const ort = await import(new URL("ort.wasm.bundle.min.mjs", `file://${ORT_DIR}/`));
+  return { ort, ortWasm: readFileSync(`${ORT_DIR}/ort-wasm-simd-threaded.wasm`) };
+}
 const wasmBytes = () => readFileSync(fileURLToPath(new URL("chargen.wasm", STATIC)));
 
 async function main() {
@@ -48,28 +55,28 @@ async function main() {
     const engine = new engineJs.WasmInt8Engine(wasm, info, weights);
     const ref = new ReferenceStep(info, weights);
     ref.w.head_b = ref.w.head_b.map((b) => b + Number(rest[0]));
-    return { worst: engineJs.checkEngine(engine, ref), kernel: new TextDecoder().decode(
+    return { worst: await engineJs.checkEngine(engine, ref), kernel: new TextDecoder().decode(
       new Uint8Array(wasm.memory.buffer, wasm.cg_kernel(), 16)).split("\0")[0] };
   }
   if (command === "generate") {
     const [start, optionsJson] = rest;
-    const engine = await engineJs.openEngine(bytes, { wasm });
+    const engine = await engineJs.openEngine(bytes, { wasm, ...(await ortOptions()) });
     const options = JSON.parse(optionsJson);
     if (typeof options.seed === "string") options.seed = BigInt(options.seed);
     const gen = new engineJs.Generation(engine, options);
-    gen.feed(start);
+    await gen.feed(start);
     let text = "";
-    for (const c of gen) text += c;
+    for await (const c of gen) text += c;
     return { text, checked: engine.checked, engine: engine.name };
   }
   if (command === "bench") {
     const n = Number(rest[0]);
-    const engine = await engineJs.openEngine(bytes, { wasm });
+    const engine = await engineJs.openEngine(bytes, { wasm, ...(await ortOptions()) });
     const gen = new engineJs.Generation(engine, { seed: 1, max_length: n });
-    gen.feed("\n");
+    await gen.feed("\n");
     const t0 = performance.now();
     let count = 0;
-    for (const _ of gen) count++;
+    for await (const _ of gen) count++;
     const seconds = (performance.now() - t0) / 1000;
     return { chars: count, seconds, chars_per_s: count / seconds };
   }

@@ -32,8 +32,22 @@ def test_the_folder_of_a_tutorial_size_int8_model_is_under_6_mb(make_model, tmp_
     assert total <= 6_000_000, total
 
 
+def test_an_fp32_folder_holds_onnxruntime_web_too(web_models, ort_web, tmp_path):
+    from chargen.web import ORT_WEB_FILES
+
+    result = gen_web(web_models["fp32"], tmp_path / "site", "--onnxruntime-web", ort_web)
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (tmp_path / "site").iterdir())
+    assert files == sorted(PAGE_FILES + ORT_WEB_FILES + ["fp32.onnx"])
+    # an int8 model written over it takes onnxruntime-web away again
+    assert gen_web(web_models["int8"], tmp_path / "site").exit_code == 1  # fp32.onnx is not gen web's own file
+    (tmp_path / "site" / "fp32.onnx").unlink()
+    assert gen_web(web_models["int8"], tmp_path / "site").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == sorted(PAGE_FILES + ["int8.onnx"])
+
+
 @pytest.mark.parametrize("case,words", [
-    ("fp32", "the page runs int8 models (gen export --precision int8), and this one is fp32"),
+    ("old-ort", "onnxruntime-web 1.0.0; chargen's page is pinned to 1.31.1"),
     ("nbits", "with --int8-kernel dynamic, and this one has nbits"),
     ("missing", "no such model file"),
     ("not-onnx", "truncated or corrupt protobuf"),
@@ -49,7 +63,13 @@ def test_errors_are_one_line(web_models, tmp_path, case, words):
     if case == "taken":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
-    result = gen_web(model, out)
+    extra = []
+    if case == "old-ort":
+        model = web_models["fp32"]
+        (tmp_path / "ort" / "dist").mkdir(parents=True)
+        (tmp_path / "ort" / "package.json").write_text('{"name": "onnxruntime-web", "version": "1.0.0"}')
+        extra = ["--onnxruntime-web", tmp_path / "ort"]
+    result = gen_web(model, out, *extra)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.output

@@ -93,7 +93,8 @@ def test_a_stop_string_ends_the_text_as_gen_sample_s(web_models):
     assert printed(start, answer["text"]) == gen_sample(path, start, 200, "--seed=3", f"--stop={stop}")
 
 
-@pytest.mark.parametrize("which,words", [("fp32", "this one is fp32"), ("nbits", "this one has nbits")])
+@pytest.mark.parametrize("which,words", [("fp32", "fp32 models run on onnxruntime-web, which this page does not have"),
+                                         ("nbits", "this one has nbits")])
 def test_a_model_the_engine_cannot_run_is_refused_in_one_line(web_models, which, words):
     answer = node("generate", web_models[which], "A", "{}", ok=False)
     assert words in answer["message"] and "\n" not in answer["message"]
@@ -109,3 +110,17 @@ def test_options_are_checked_as_generation_options_are(web_models, options, word
 
     answer = node("generate", web_models["int8"], "A", json.dumps(options), ok=False)
     assert words in answer["message"]
+
+
+@pytest.mark.parametrize("which", ["fp32", "fp16"])
+def test_fp32_and_fp16_run_on_onnxruntime_web_with_gen_sample_s_greedy_and_seeded_text(web_models, ort_web, which):
+    import os
+
+    path, start = web_models[which], "ROMEO: "
+    env = {**os.environ, "ORT_WEB_DIR": str(ort_web)}
+    answer = node("generate", path, start, '{"temperature": 0, "max_length": 300}', env=env)
+    assert answer["engine"] == f"onnxruntime-web-{which}" and answer["checked"] < 1e-4
+    assert printed(start, answer["text"]) == gen_sample(path, start, 300, "--temperature", "0", engine="onnxruntime")
+    # the same sampler and RNG stream as the native runtime's: seeded text agrees where the float logits do
+    answer = node("generate", path, start, '{"seed": 11, "top_k": 5, "max_length": 300}', env=env)
+    assert printed(start, answer["text"]) == gen_sample(path, start, 300, "--seed=11", "--top-k=5", engine="onnxruntime")

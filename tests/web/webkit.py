@@ -24,10 +24,11 @@ def require(tool, what: str, install: str):
     return tool
 
 
-def node(*args, ok: bool = True, timeout: float = 120) -> dict:
+def node(*args, ok: bool = True, timeout: float = 120, env=None) -> dict:
     """Run the driver under Node; its JSON answer (an error answer fails the test unless ok=False)."""
     exe = require(NODE, "node", "apt-get install nodejs")
-    done = subprocess.run([exe, str(DRIVER), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([exe, str(DRIVER), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"node printed nothing (exit {done.returncode}): {done.stderr[-2000:]}"
     answer = json.loads(lines[-1])
@@ -37,14 +38,14 @@ def node(*args, ok: bool = True, timeout: float = 120) -> dict:
     return answer
 
 
-def gen_sample(model: Path, start: str, length: int, *options: str) -> str:
-    """What `gen sample --engine chargen` prints (the start, the text, a final newline)."""
+def gen_sample(model: Path, start: str, length: int, *options: str, engine: str = "chargen") -> str:
+    """What `gen sample --engine chargen` (or another engine) prints (the start, the text, a final newline)."""
     from typer.testing import CliRunner
 
     from chargen.cli import app
 
     result = CliRunner().invoke(app, ["sample", "-m", str(model), "--start", start, "--length", str(length),
-                                      "--engine", "chargen", *options])
+                                      "--engine", engine, *options])
     assert result.exit_code == 0, result.output
     return result.stdout
 

@@ -26,7 +26,8 @@ class Stream {
   constructor(model, id) {
     this.model = model;
     this.id = id;
-    this.queue = []; // characters not yet taken by the iterator
+    this.pieces = []; // arrays of characters the worker sent, not yet taken by the iterator
+    this.at = 0; // the next character of pieces[0]
     this.wake = null;
     this.ended = false;
     this.error = null;
@@ -36,7 +37,7 @@ class Stream {
   }
 
   push(text) {
-    for (const c of text) this.queue.push(c);
+    this.pieces.push([...text]);
     this.notify();
   }
 
@@ -66,14 +67,16 @@ class Stream {
   cancel() {
     if (this.ended) return;
     this.model.worker.postMessage({ type: "cancel", id: this.id });
-    this.queue.length = 0;
+    this.pieces.length = 0;
     this.end("cancelled", this.generated, this.seed);
   }
 
   async *[Symbol.asyncIterator]() {
     for (;;) {
-      if (this.queue.length) {
-        yield this.queue.shift();
+      if (this.pieces.length) {
+        const piece = this.pieces[0], c = piece[this.at++];
+        if (this.at === piece.length) this.pieces.shift(), (this.at = 0);
+        yield c;
         continue;
       }
       if (this.error) throw this.error;

@@ -1,13 +1,15 @@
 // The engines that run a chargen model's step in JavaScript, and generation on top of them.
 //
 //   const wasm = await loadWasm(urlOrBytes);          // chargen.wasm: the int8 step and the sampler
-//   const engine = await openEngine(modelBytes, {wasm});   // checked against ReferenceStep first
+//   const engine = await openEngine(modelBytes, {wasm, ort});   // checked against ReferenceStep first
 //   const gen = new Generation(engine, options);      // GenerationOptions' names and meanings
-//   gen.feed("ROMEO: "); for (const c of gen) ...     // one character at a time
+//   await gen.feed("ROMEO: "); for (let c; (c = await gen.next()) !== null;) ...   // a character at a time
 //
 // int8 models (--int8-kernel dynamic) run on chargen's own int8 step compiled to WebAssembly
 // (web/chargen_wasm.c over csrc/): the same C and integer products as `gen sample --engine
-// chargen`, on one thread. Every engine runs CHECK_STEPS steps beside the JavaScript reference
+// chargen`, on one thread. fp32 and fp16 models run on onnxruntime-web's WASM backend (ort: the
+// module, options.ortWasm: its .wasm bytes), one session.run a step; both draw with chargen's
+// C sampler in wasm, so a seed gives the RNG stream it gives natively. Every engine runs CHECK_STEPS steps beside the JavaScript reference
 // (reference.js) before it is used, each from the reference's state, and is refused past
 // TOLERANCE, as the native int8 step is checked against onnxruntime.
 
@@ -155,16 +157,83 @@ export class WasmSampler {
   }
 }
 
+// ------------------------------------------------------------------ onnxruntime-web (fp32, fp16)
+export class OrtEngine {
+  // ort: onnxruntime-web's module (its WASM backend, one thread); ortWasm: its .wasm bytes, or
+  // null for ort's own loading; wasm: chargen.wasm's exports (the sampler).
+  static async create(ort, ortWasm, bytes, info, wasm) {
+    ort.env.wasm.numThreads = 1;
+    if (ortWasm) ort.env.wasm.wasmBinary = ortWasm;
+    let session;
+    try {
+      session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ["wasm"] });
+    } catch (e) {
+      throw new EngineError(`onnxruntime-web cannot open the model: ${e.message}`);
+    }
+    return new OrtEngine(ort, session, info, wasm);
+  }
+
+  constructor(ort, session, info, wasm) {
+    const { layers: L, hidden: H, vocabSize: V } = info;
+    this.name = `onnxruntime-web-${info.precision}`;
+    this.ort = ort;
+    this.session = session;
+    this.info = info;
+    this.token = new BigInt64Array(1);
+    this.h = new Float32Array(L * H);
+    this.out = new Float32Array(V);
+    this.sampler = new WasmSampler(wasm, V);
+  }
+
+  async step(token) {
+    const { layers: L, hidden: H } = this.info, ort = this.ort;
+    this.token[0] = BigInt(token);
+    const result = await this.session.run({
+      token: new ort.Tensor("int64", this.token, [1]),
+      h: new ort.Tensor("float32", this.h, [L, 1, H]),
+    });
+    this.h = result.h_out.data;
+    this.out = result.logits.data;
+    return this.out;
+  }
+
+  logits() {
+    return this.out;
+  }
+
+  state() {
+    return this.h;
+  }
+
+  setState(h) {
+    this.h = Float32Array.from(h);
+  }
+
+  reset() {
+    this.h = new Float32Array(this.info.layers * this.info.hidden);
+    this.out = new Float32Array(this.info.vocabSize);
+  }
+
+  sample(temperature, topK, topP) {
+    return this.sampler.draw(this.out, this.info.vocabSize, temperature, topK, topP);
+  }
+
+  dispose() {
+    this.session.release();
+    this.sampler.dispose();
+  }
+}
+
 // ------------------------------------------------------------------ the check at load
 // The engine's step beside the reference over `steps` tokens, each from the reference's state:
 // the largest difference of logits and state, or EngineError past TOLERANCE.
-export function checkEngine(engine, reference, steps = CHECK_STEPS) {
+export async function checkEngine(engine, reference, steps = CHECK_STEPS) {
   const { layers: L, hidden: H, vocabSize: V } = engine.info;
   let h = new Float64Array(L * H), worst = 0;
   for (let i = 0; i < steps; i++) {
     const token = (i * 7 + 3) % V;
     engine.setState(Float32Array.from(h));
-    const logits = engine.step(token), state = engine.state();
+    const logits = await engine.step(token), state = engine.state();
     const want = reference.step(token, h);
     for (let j = 0; j < V; j++) worst = Math.max(worst, Math.abs(logits[j] - want.logits[j]));
     for (let j = 0; j < L * H; j++) worst = Math.max(worst, Math.abs(state[j] - want.h[j]));
@@ -190,10 +259,15 @@ export async function openEngine(bytes, options = {}) {
     if (!options.wasm) throw new EngineError("int8 models need chargen.wasm (options.wasm)");
     engine = new WasmInt8Engine(options.wasm, info, weights);
   } else {
-    throw new EngineError(`this page runs int8 models (gen export --precision int8), and this one is ${info.precision}`);
+    if (!options.ort) {
+      throw new EngineError(`${info.precision} models run on onnxruntime-web, which this page does not have ` +
+        "(gen web puts it beside the page for fp32 and fp16 models)");
+    }
+    if (!options.wasm) throw new EngineError("the sampler needs chargen.wasm (options.wasm)");
+    engine = await OrtEngine.create(options.ort, options.ortWasm, bytes, info, options.wasm);
   }
   const reference = new ReferenceStep(info, weights);
-  engine.checked = checkEngine(engine, reference, options.checkSteps ?? CHECK_STEPS);
+  engine.checked = await checkEngine(engine, reference, options.checkSteps ?? CHECK_STEPS);
   return engine;
 }
 
@@ -261,12 +335,12 @@ export class Generation {
     this.keep = Math.max(0, ...this.options.stop.map((s) => [...s].length));
   }
 
-  feed(text, unknown = "error") {
+  async feed(text, unknown = "error") {
     const ids = encode(this.engine.info, text, unknown);
     if (!this.primed && !ids.length) {
       throw new RangeError("the start string is empty: the model needs at least one character to start from");
     }
-    for (const id of ids) this.engine.step(id);
+    for (const id of ids) await this.engine.step(id);
     this.primed = this.primed || ids.length > 0;
     this.generated = 0;
     this.finished = false;
@@ -278,11 +352,11 @@ export class Generation {
   }
 
   // The next character (sampled from the current logits, then fed to the step), or null when done.
-  next() {
+  async next() {
     if (this.done) return null;
     const { temperature, top_k, top_p, stop } = this.options;
     const id = this.engine.sample(temperature, top_k, top_p);
-    this.engine.step(id);
+    await this.engine.step(id);
     this.generated++;
     const c = this.engine.info.vocab[id];
     if (stop.length) {
@@ -292,8 +366,8 @@ export class Generation {
     return c;
   }
 
-  *[Symbol.iterator]() {
-    for (let c = this.next(); c !== null; c = this.next()) yield c;
+  async *[Symbol.asyncIterator]() {
+    for (let c = await this.next(); c !== null; c = await this.next()) yield c;
   }
 }
 

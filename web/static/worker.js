@@ -5,6 +5,10 @@
 // {type: "error", id?, name, message}.
 
 import { Generation, defaultStart, loadWasm, openEngine } from "./engine.js";
+import { readModelFile } from "./onnx.js";
+
+// whether the file says int8 (a look at its metadata; openEngine reads it in full)
+const isInt8 = (bytes) => readModelFile(bytes, []).metadata["chargen.precision"] === "int8";
 
 let engine = null;
 let running = null; // {id, cancelled}
@@ -29,7 +33,18 @@ async function load(source) {
     bytes = await response.arrayBuffer();
   }
   const wasm = await loadWasm(new URL("chargen.wasm", import.meta.url));
-  engine = await openEngine(bytes, { wasm });
+  let ort = null, ortWasm = null;
+  if (!isInt8(bytes)) { // fp32, fp16: onnxruntime-web, where gen web put it beside the page
+    try {
+      ort = await import("./ort.wasm.bundle.min.mjs");
+      const response = await fetch(new URL("ort-wasm-simd-threaded.wasm", import.meta.url));
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      ortWasm = await response.arrayBuffer();
+    } catch (e) {
+      ort = null; // openEngine says what is missing
+    }
+  }
+  engine = await openEngine(bytes, { wasm, ort, ortWasm });
   const { vocab, layers, hidden, vocabSize, precision, int8Kernel, corpus, valLoss } = engine.info;
   postMessage({
     type: "loaded",
@@ -40,7 +55,7 @@ async function load(source) {
 
 async function generate({ id, prompt, options, unknown }) {
   const gen = new Generation(engine, options);
-  gen.feed(prompt ?? defaultStart(engine.info), unknown || "error");
+  await gen.feed(prompt ?? defaultStart(engine.info), unknown || "error");
   const me = { id, cancelled: false };
   running = me;
   let first = true;
@@ -48,7 +63,7 @@ async function generate({ id, prompt, options, unknown }) {
     const until = performance.now() + SLICE_MS;
     let text = "";
     do {
-      const c = gen.next();
+      const c = await gen.next();
       if (c === null) break;
       text += c;
       if (first) break; // the first character goes out alone: time to first character
