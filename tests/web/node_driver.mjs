@@ -5,7 +5,7 @@
 //   node node_driver.mjs generate MODEL.onnx START OPTIONS_JSON
 //   node node_driver.mjs reference MODEL.onnx TOKENS_JSON   the JS reference's logits, step by step
 //   node node_driver.mjs check MODEL.onnx OFFSET             the load check, the reference's head bias moved by OFFSET
-//   node node_driver.mjs bench MODEL.onnx CHARS
+//   node node_driver.mjs bench MODEL.onnx CHARS [ENGINE]                chars/s at batch 1
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -71,14 +71,14 @@ async function main() {
   }
   if (command === "bench") {
     const n = Number(rest[0]);
-    const engine = await engineJs.openEngine(bytes, { wasm, ...(await ortOptions()) });
+    const engine = await engineJs.openEngine(bytes, { wasm, ...(await ortOptions()), engine: rest[1] || "auto" });
     const gen = new engineJs.Generation(engine, { seed: 1, max_length: n });
     await gen.feed("\n");
     const t0 = performance.now();
     let count = 0;
     for await (const _ of gen) count++;
     const seconds = (performance.now() - t0) / 1000;
-    return { chars: count, seconds, chars_per_s: count / seconds };
+    return { chars: count, seconds, chars_per_s: count / seconds, engine: engine.name };
   }
   throw new Error(`unknown command ${command}`);
 }

@@ -139,8 +139,10 @@ class Model {
 }
 
 // Loads a model (a URL, or its bytes: ArrayBuffer or Uint8Array) in a new worker; rejects with
-// a ChargenError saying what is wrong with the file. options.workerUrl: where worker.js lies
-// (default: beside this module).
+// a ChargenError saying what is wrong with the file. options.engine: "auto" (int8: chargen's
+// step in wasm; fp32, fp16: onnxruntime-web), "chargen" or "onnxruntime-web" (int8 too, where
+// its files lie beside this module); options.workerUrl: where worker.js lies (default: beside
+// this module).
 export async function load(source, options = {}) {
   const url = options.workerUrl || new URL("./worker.js", import.meta.url);
   const worker = new Worker(url, { type: "module" });
@@ -159,7 +161,7 @@ export async function load(source, options = {}) {
       else if (data.type === "error") reject(new ChargenError(data.message, data.name));
     };
     worker.onerror = (e) => reject(new ChargenError(e.message || "the worker could not start"));
-    worker.postMessage({ type: "load", model }, model instanceof ArrayBuffer ? [model] : []);
+    worker.postMessage({ type: "load", model, engine: options.engine || "auto" }, model instanceof ArrayBuffer ? [model] : []);
   }).catch((e) => {
     worker.terminate();
     throw e;

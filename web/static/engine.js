@@ -251,7 +251,14 @@ export async function checkEngine(engine, reference, steps = CHECK_STEPS) {
 export async function openEngine(bytes, options = {}) {
   const { info, weights } = readModel(bytes);
   let engine;
-  if (info.precision === "int8") {
+  const which = options.engine || "auto"; // "auto", "chargen" or "onnxruntime-web"
+  if (!["auto", "chargen", "onnxruntime-web"].includes(which)) {
+    throw new EngineError(`engine must be auto, chargen or onnxruntime-web, not ${which}`);
+  }
+  if (which === "chargen" && info.precision !== "int8") {
+    throw new EngineError(`engine chargen runs int8 models, and this one is ${info.precision}`);
+  }
+  if (info.precision === "int8" && which !== "onnxruntime-web") {
     if (info.int8Kernel !== "dynamic") {
       throw new OnnxFileError(`this page runs int8 models exported with --int8-kernel dynamic (MatMulInteger), ` +
         `and this one has ${info.int8Kernel}: re-export it with gen export --precision int8`);

@@ -1,5 +1,5 @@
 // The Web Worker behind chargen.js: it loads the model, checks its engine and generates, so the
-// page never freezes. Messages in: {type: "load", model: ArrayBuffer | URL string},
+// page never freezes. Messages in: {type: "load", model: ArrayBuffer | URL string, engine},
 // {type: "generate", id, prompt, options, unknown}, {type: "cancel", id}. Messages out:
 // {type: "loaded", info}, {type: "chars", id, text}, {type: "done", id, reason, generated},
 // {type: "error", id?, name, message}.
@@ -24,7 +24,7 @@ function report(e, id) {
   postMessage({ type: "error", id, name: e.name || "Error", message: e.message || String(e) });
 }
 
-async function load(source) {
+async function load(source, which) {
   const start = performance.now();
   let bytes = source;
   if (typeof source === "string") {
@@ -34,7 +34,7 @@ async function load(source) {
   }
   const wasm = await loadWasm(new URL("chargen.wasm", import.meta.url));
   let ort = null, ortWasm = null;
-  if (!isInt8(bytes)) { // fp32, fp16: onnxruntime-web, where gen web put it beside the page
+  if (which === "onnxruntime-web" || !isInt8(bytes)) { // fp32, fp16: onnxruntime-web, where gen web put it
     try {
       ort = await import("./ort.wasm.bundle.min.mjs");
       const response = await fetch(new URL("ort-wasm-simd-threaded.wasm", import.meta.url));
@@ -44,7 +44,7 @@ async function load(source) {
       ort = null; // openEngine says what is missing
     }
   }
-  engine = await openEngine(bytes, { wasm, ort, ortWasm });
+  engine = await openEngine(bytes, { wasm, ort, ortWasm, engine: which });
   const { vocab, layers, hidden, vocabSize, precision, int8Kernel, corpus, valLoss } = engine.info;
   postMessage({
     type: "loaded",
@@ -80,7 +80,7 @@ async function generate({ id, prompt, options, unknown }) {
 
 onmessage = async ({ data }) => {
   try {
-    if (data.type === "load") await load(data.model);
+    if (data.type === "load") await load(data.model, data.engine);
     else if (data.type === "generate") {
       if (!engine) throw new Error("no model loaded");
       await generate(data);
