@@ -229,3 +229,26 @@ def test_an_fp32_model_runs_on_onnxruntime_web_from_the_folder_with_gen_sample_s
         assert {"/" + f for f in ORT_WEB_FILES} <= {p.split("?")[0] for p in s.paths}
     finally:
         s.stop()
+
+
+def test_the_module_loads_a_model_from_bytes_and_reports_unknown_characters(browser, site, web_models):
+    open_page(browser, site.url)
+    answer = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        (async () => {
+          const { load } = await import("./chargen.js");
+          const bytes = await (await fetch(arguments[0])).arrayBuffer();
+          const model = await load(new Uint8Array(bytes));
+          const text = await model.generate("ROMEO: ", { temperature: 0, max_length: 200 }).text();
+          let error = null;
+          try { await model.generate("snow\\u2603man").text(); } catch (e) { error = e.message; }
+          const skipped = await model.generate("snow\\u2603man", { seed: 2, max_length: 5 }, "skip").text();
+          model.dispose();
+          return { text, error, skipped, engine: model.info.engine };
+        })().then(done, e => done({ failed: e.message }));
+    """, "int8-2l.onnx")
+    assert "failed" not in answer, answer
+    assert answer["engine"] == "chargen-wasm-int8"
+    assert printed("ROMEO: ", answer["text"]) == gen_sample(web_models["int8-2l"], "ROMEO: ", 200, "--temperature", "0")
+    assert "not in the model's vocabulary" in answer["error"] and "\u2603" in answer["error"]
+    assert len(answer["skipped"]) == 5
