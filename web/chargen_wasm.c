@@ -1,9 +1,9 @@
 /*
  * chargen in WebAssembly: one generation stream of an int8 model on chargen's int8 step
  * (csrc/int8_step.c, built single-threaded: CHARGEN_NO_THREADS) and the C sampler
- * (csrc/sampler.c), for the page and the JavaScript module of chargen.web (web/engine.js).
+ * (csrc/sampler.c), for the page and the JavaScript module of chargen.web (web/static/engine.js).
  *
- * The JavaScript side reads the .onnx file (web/onnx.js), copies each initializer's bytes
+ * The JavaScript side reads the .onnx file (web/static/onnx.js), copies each initializer's bytes
  * into memory from cg_malloc, and hands them over with cg_set_*: this file lays them out as
  * the step wants them (W^T transposed to rows padded to 64 bytes, the row sums, the head
  * transposed) in buffers of its own. Then
@@ -258,5 +258,5 @@ int EXPORT(cg_sampler_draw)(cg_sampler *s, const float *logits, int V, double te
 
 const char *EXPORT(cg_status_str)(int status) { return chargen_status_str(status); }
 
-/* The kernel that runs the products ("c" in this build: plain loops the compiler vectorises). */
+/* The kernel that runs the products: "wasm-simd128" in this build (csrc/int8_step.c). */
 const char *EXPORT(cg_kernel)(void) { return chargen_i8_kernel(); }
