@@ -252,3 +252,23 @@ def test_the_module_loads_a_model_from_bytes_and_reports_unknown_characters(brow
     assert printed("ROMEO: ", answer["text"]) == gen_sample(web_models["int8-2l"], "ROMEO: ", 200, "--temperature", "0")
     assert "not in the model's vocabulary" in answer["error"] and "\u2603" in answer["error"]
     assert len(answer["skipped"]) == 5
+
+
+def test_gen_serve_offers_the_same_page_at_web(browser, web_models, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("servekit", Path(__file__).parents[1] / "serve" / "servekit.py")
+    servekit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servekit)
+    server = servekit.ServerProcess(web_models["int8-2l"], log=tmp_path / "serve.log")
+    try:
+        browser.get(server.url + "/web/")
+        wait_for(lambda: browser.execute_script("return document.body.dataset.ready"), what="the model to load")
+        assert "chargen-wasm-int8" in text(browser, "model"), text(browser, "load_error")
+        stats = generate(browser, "ROMEO: ", max_length=300, temperature=0, seed="")
+        assert "finished: length" in stats
+        want = gen_sample(web_models["int8-2l"], "ROMEO: ", 300, "--temperature", "0")
+        assert printed("", text(browser, "output")) == want
+    finally:
+        server.stop()
