@@ -347,9 +347,10 @@ I8MM_TARGET static void dot4_i8mm(size_t K, const uint8_t *restrict x, size_t ld
 
 #if defined(__wasm_simd128__)
 /* WebAssembly SIMD128 (web/build.py's -msimd128): 16 bytes of x and of each weight row widened to
- * int16 and multiplied into int32 pairs (i32x4.dot_i16x8_s: exact for any uint8 and int8), four
- * weight rows at a time so each widened x feeds four products; over the rows' zero padding to a
- * multiple of 16 (ldw is a multiple of 64): no tail */
+ * int16 and multiplied into int32 pairs (i32x4.dot_i16x8_s: exact for any uint8 and int8), a tile
+ * of eight weight rows at a time so each widened x feeds eight products (measured ~15% faster
+ * than four in Node); over the rows' zero padding to a multiple of 16 (ldw is a multiple of 64):
+ * no tail */
 #include <wasm_simd128.h>
 #define CHARGEN_WASM_SIMD 1
 
@@ -368,9 +369,9 @@ static void dot_wasm(size_t K, const uint8_t *restrict x, const int8_t *restrict
                      int32_t *restrict out) {
     const size_t K16 = (K + 15) / 16 * 16;
     size_t r = 0, k;
-    for (; r + 4 <= rows; r += 4) {
+    for (; r + 8 <= rows; r += 8) {
         const int8_t *w0 = w + r * ldw;
-        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (k = 0; k < K16; k += 16) {
             const v128_t xv = wasm_v128_load(x + k);
             const v128_t xl = wasm_u16x8_extend_low_u8x16(xv), xh = wasm_u16x8_extend_high_u8x16(xv);
@@ -378,8 +379,13 @@ static void dot_wasm(size_t K, const uint8_t *restrict x, const int8_t *restrict
             a1 = dot16_wasm(a1, xl, xh, w0 + ldw + k);
             a2 = dot16_wasm(a2, xl, xh, w0 + 2 * ldw + k);
             a3 = dot16_wasm(a3, xl, xh, w0 + 3 * ldw + k);
+            a4 = dot16_wasm(a4, xl, xh, w0 + 4 * ldw + k);
+            a5 = dot16_wasm(a5, xl, xh, w0 + 5 * ldw + k);
+            a6 = dot16_wasm(a6, xl, xh, w0 + 6 * ldw + k);
+            a7 = dot16_wasm(a7, xl, xh, w0 + 7 * ldw + k);
         }
         out[r] = hsum_wasm(a0), out[r + 1] = hsum_wasm(a1), out[r + 2] = hsum_wasm(a2), out[r + 3] = hsum_wasm(a3);
+        out[r + 4] = hsum_wasm(a4), out[r + 5] = hsum_wasm(a5), out[r + 6] = hsum_wasm(a6), out[r + 7] = hsum_wasm(a7);
     }
     for (; r < rows; r++) {
         v128_t a = wasm_i32x4_splat(0);
