@@ -168,9 +168,6 @@ def write_folder(model, out, onnxruntime_web_from=None) -> Path:
     if not model.is_file():
         raise WebError(f"{model}: no such model file")
     meta = check_model(model)
-    ort = None
-    if meta.get(contract.META_PRECISION, "fp32") != "int8":
-        ort = onnxruntime_web(onnxruntime_web_from)
     if out.exists() and not out.is_dir():
         raise WebError(f"{out}: exists and is not a folder")
     ours = set(PAGE_FILES) | set(ORT_WEB_FILES) | {model.name}
@@ -178,6 +175,9 @@ def write_folder(model, out, onnxruntime_web_from=None) -> Path:
         theirs = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if theirs:
             raise WebError(f"{out}: the folder has files of its own ({theirs[0]}, ...); give a new or empty folder")
+    ort = None
+    if meta.get(contract.META_PRECISION, "fp32") != "int8":
+        ort = onnxruntime_web(onnxruntime_web_from)
     missing = [f for f in PAGE_FILES if not (STATIC / f).is_file()]
     if missing:
         raise WebError(f"chargen's page is incomplete here ({STATIC / missing[0]} is missing): reinstall chargen")
