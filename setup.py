@@ -30,7 +30,8 @@ gru = Extension(
 pthread = [] if sys.platform == "win32" else ["-pthread"]
 int8 = Extension(
     "chargen.runtime._int8",
-    sources=["runtime/_int8.pyx", "csrc/int8_step.c", "csrc/int8_gemm.c", "csrc/pool.c", "csrc/gru_gates.c"],
+    sources=["runtime/_int8.pyx", "csrc/int8_matrix.c", "csrc/int8_matvec.c", "csrc/int8_gemm.c", "csrc/int8_step.c",
+             "csrc/pool.c", "csrc/gru_gates.c"],
     include_dirs=["csrc", numpy.get_include()],
     extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", *pthread],
     extra_link_args=pthread,

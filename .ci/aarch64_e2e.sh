@@ -45,7 +45,8 @@ SO=cpython-311-aarch64-linux-gnu.so
 cython -3 --module-name chargen.runtime._sampler "$ROOT/runtime/_sampler.pyx" -o cy/_sampler.c
 cython -3 --module-name chargen.runtime._int8 "$ROOT/runtime/_int8.pyx" -o cy/_int8.c
 "${CC[@]}" cy/_sampler.c "$ROOT/csrc/sampler.c" -o pkg/chargen/runtime/_sampler.$SO
-"${CC[@]}" -fno-trapping-math -pthread cy/_int8.c "$ROOT"/csrc/int8_step.c "$ROOT"/csrc/int8_gemm.c "$ROOT"/csrc/pool.c \
+"${CC[@]}" -fno-trapping-math -pthread cy/_int8.c "$ROOT"/csrc/int8_matrix.c "$ROOT"/csrc/int8_matvec.c \
+    "$ROOT"/csrc/int8_gemm.c "$ROOT"/csrc/int8_step.c "$ROOT"/csrc/pool.c \
     "$ROOT"/csrc/gru_gates.c -o pkg/chargen/runtime/_int8.$SO
 
 cat > cpuinfo <<'EOF'

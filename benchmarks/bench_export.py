@@ -65,7 +65,7 @@ def parse_args():
 def build_variants(args):
     import torch
 
-    from graph_variants import GraphOptions, build_graph, build_gru_op_graph
+    from chargen.export.graph_variants import GraphOptions, build_graph, build_gru_op_graph
 
     from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8, torch_weights

@@ -18,7 +18,7 @@ Measured (chars/s; per step: one graph run + one draw for every stream):
   floor int8    the same graph quantized as the int8 export is (each kernel): onnxruntime's
                 int8 products alone, timed in turns with that int8 step alone
   peak          the int8 rows' share of two ceilings measured first on this machine
-                (chargen.runtime.bench.int8_peak): the multiply-adds a second of chargen's packed
+                (chargen.bench.int8_peak): the multiply-adds a second of chargen's packed
                 kernel's inner loop on data in L1 ("product % of peak": the step's int8 products
                 a second over it), and the read rate of the int8 weights ("weights % of read
                 rate": one read of them a step)
@@ -45,13 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
+from chargen.bench import Split, Timed, interleaved
+
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65
 
 
 def build_models(tmp: Path, E: int, H: int, L: int):
     import onnx
 
-    from graph_variants import random_weights
+    from chargen.export.graph_variants import random_weights
 
     from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8
@@ -103,70 +105,6 @@ def floor_graph(weights: dict, L: int):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(model, {META_CONFIG: json.dumps({"hidden_size": H})})  # nbits' block size
     return model
-
-
-class Timed:
-    """One contender: step() advances it; slices of steps are timed in turns with the others."""
-
-    def __init__(self, step):
-        self.step = step
-        self.slices: list[float] = []  # seconds per step, one entry a slice
-
-    @property
-    def best(self) -> float:
-        return min(self.slices, default=float("inf"))
-
-    @property
-    def median(self) -> float:
-        # a neighbour that leaves the shared L3 for a moment flatters one slice; the median doesn't care
-        return float(np.median(self.slices)) if self.slices else float("inf")
-
-    def slice(self, n: int) -> None:
-        step = self.step
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        self.slices.append((time.perf_counter() - t0) / n)
-
-
-class Split(Timed):
-    """A Generator's step() timed with its graph run and sampler call split from inside
-    (chargen.runtime.bench.StepSplit), so rest = step - graph - sampler comes from the same
-    steps; best_split is the slice with the fastest whole step."""
-
-    def __init__(self, generator):
-        from chargen.runtime.bench import StepSplit
-
-        self.split = StepSplit(generator)
-        super().__init__(generator.step)
-        self.best_split = (float("inf"), 0.0, 0.0)  # s per step: (whole, graph, sampler)
-
-    def slice(self, n: int) -> None:
-        whole, graph, sampler = (ns / 1e9 for ns in self.split.run(n))
-        self.slices.append(whole)
-        self.best_split = min(self.best_split, (whole, graph, sampler))
-
-
-def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15, settle_s: float | None = None) -> None:
-    """Time every contender in turns (round-robin slices of about slice_s, each after settle_s of
-    idle: chargen.runtime.bench.SETTLE_S by default, which says why), keeping the time of every
-    slice of each: a machine shared with other work then slows every contender alike."""
-    from chargen.runtime.bench import SETTLE_S
-
-    settle_s = SETTLE_S if settle_s is None else settle_s
-    chunks = {}
-    for name, c in contenders.items():  # warm-up, and a chunk size of about one slice
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.05:
-            c.step()
-            n += 1
-        chunks[name] = max(1, int(n * slice_s / 0.05))
-    deadline = time.perf_counter() + seconds * len(contenders)
-    while time.perf_counter() < deadline:
-        for name, c in contenders.items():
-            time.sleep(settle_s)
-            c.slice(chunks[name])
-            deadline += settle_s  # the budget is for timed work
 
 
 # ------------------------------------------------------------------------------ the contenders
@@ -263,7 +201,7 @@ def torch_step(weights, config, B):
 
 
 def cold_start(path):
-    from chargen.runtime.bench import measure_cold_start
+    from chargen.bench import measure_cold_start
 
     return measure_cold_start(path, "cpu")
 
@@ -339,7 +277,7 @@ def main(argv=None) -> dict:
     import onnxruntime as ort
 
     from chargen.runtime import Model
-    from chargen.runtime.bench import int8_peak, peak_fractions
+    from chargen.bench import int8_peak, peak_fractions
 
     results["machine"]["onnxruntime"] = ort.__version__
 

@@ -259,8 +259,9 @@ def _load_model(path: Path, device: str, threads: Optional[int], engine: str = "
         fail(str(e))
 
 
-_ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: chargen's "
-                "where it was measured faster (batches of up to 4 streams on AVX-512 VNNI, up to 128 on AVX2), else onnxruntime.")
+_ENGINE_HELP = ("Who runs the step: chargen is chargen's int8 step in C (int8 models on the CPU); auto: for each batch "
+                "size, whichever measured faster on this machine (measured once, kept in the user cache; "
+                "CHARGEN_NO_CALIBRATION=1: onnxruntime).")
 _THREADS_HELP = ("Threads of the step: onnxruntime's intra-op threads, or the chargen int8 step's "
                  "(default: one per core, the fastest; 1 spares a busy machine).")
 
@@ -299,11 +300,13 @@ def _unescape(text: str) -> str:
 
 def _engine_words(model, engine: str, batch_size: int) -> str:
     """Who runs the step, in words: 'onnxruntime' or chargen's step with the kernel that runs
-    this batch size and its threads."""
+    this batch size and its threads; then why (pinned, the only engine, or auto's measurement)."""
+    choice = model.choice(batch_size)
+    why = choice.describe().split(" ", 1)[1]
     if engine != "chargen":
-        return "onnxruntime"
+        return f"onnxruntime {why}"
     threads = model.int8_step.threads or "one per CPU"
-    return f"chargen's int8 step ({model.int8_step.kernel_for(batch_size)} kernel, {threads} thread(s))"
+    return f"chargen's int8 step ({model.int8_step.kernel_for(batch_size)} kernel, {threads} thread(s)) {why}"
 
 
 @app.command()
@@ -403,7 +406,7 @@ def bench(
 
     With several --model options the models take turns at each batch size, and the last lines give each one's chars/s as a multiple of the first one's: the way to choose between exports (fp32 or int8, --int8-kernel dynamic or nbits) on the machine you ship to.
     """
-    from chargen.runtime.bench import BenchError, compare_bench, format_comparison
+    from chargen.bench import BenchError, compare_bench, format_comparison
 
     if seconds <= 0:
         fail(f"--seconds must be > 0, not {seconds}")
@@ -427,32 +430,39 @@ def bench(
 
 
 # ---------------------------------------------------------------- serve (chargen.serve)
+_SERVE_MODEL_HELP = ("The .onnx model written by `gen export`, served under its file's stem; NAME=PATH serves it as "
+                     "NAME. Repeat it to serve several models (each its own batch); a request picks one by "
+                     "`model`, the first is the default.")
+
+
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Option("--model", "-m", help=_MODEL_HELP)],
+    model: Annotated[list[str], typer.Option("--model", "-m", metavar="[NAME=]PATH", help=_SERVE_MODEL_HELP)],
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default; 0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: a free one, shown in the ready line).")] = 8000,
-    max_batch: Annotated[int, typer.Option(help="Requests generated together: the slots of the batched step.")] = 64,
-    max_queue: Annotated[int, typer.Option(help="Requests (choices) that may wait for a slot; more are refused with 429.")] = 256,
+    max_batch: Annotated[int, typer.Option(help="Requests generated together: the slots of the batched step (per model).")] = 64,
+    max_queue: Annotated[int, typer.Option(help="Requests (choices) that may wait for a slot (per model); more are refused with 429.")] = 256,
     max_chars: Annotated[int, typer.Option(help="Longest prompt + max_tokens of a request, in characters.")] = 4096,
     api_key: Annotated[Optional[str], typer.Option(envvar="CHARGEN_API_KEY", help="Require `Authorization: Bearer KEY` on /v1/* and /metrics (/health and / stay open).")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser pages from this origin (e.g. http://localhost:3000; * for any); repeatable.")] = None,
     grace: Annotated[float, typer.Option(help="Seconds that running requests get to finish after SIGTERM (new ones get 503).")] = 10.0,
     device: Annotated[Device, typer.Option(help="auto: CUDA if usable, else the CPU.")] = Device("auto"),
     threads: Annotated[Optional[int], typer.Option(help=_THREADS_HELP)] = None,
-    engine: Annotated[Engine, typer.Option(help=_ENGINE_HELP)] = Engine("auto"),
+    engine: Annotated[Engine, typer.Option(help=_ENGINE_HELP + " It applies to every --model.")] = Engine("auto"),
 ):
-    """Serve a model over HTTP: OpenAI's Completions API, every request batched into one step."""
+    """Serve models over HTTP: OpenAI's Completions API, every request batched into one step."""
     device, engine = device.value, engine.value
-    if not 0 <= port <= 65535:
-        fail(f"--port must be in [0, 65535], not {port}")
-    for name, value, low in (("--max-batch", max_batch, 1), ("--max-queue", max_queue, 0), ("--max-chars", max_chars, 2)):
-        if value < low:
-            fail(f"{name} must be >= {low}, not {value}")
-    if not grace >= 0:
-        fail(f"--grace must be >= 0, not {grace}")
+    from chargen.serve.config import ConfigError, ServeConfig, check_port, model_names
+
     try:
-        from chargen.serve.server import SESSION_CONFIG, ListenError, ServeConfig, bind, run
+        check_port(port)
+        config = ServeConfig(max_batch=max_batch, max_queue=max_queue, max_chars=max_chars, api_key=api_key or None,
+                             cors_origins=tuple(cors_origin or ()), grace=grace)
+        names = model_names(model)
+    except ConfigError as e:
+        fail(str(e))
+    try:
+        from chargen.serve.server import SESSION_CONFIG, ListenError, bind, run
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] not in ("fastapi", "starlette", "uvicorn", "prometheus_client", "anyio"):
             raise
@@ -461,16 +471,20 @@ def serve(
         sock = bind(host, port)  # before loading: a taken port fails at once
     except ListenError as e:
         fail(str(e))
-    m = _load_model(model, device, threads, engine, session_config=SESSION_CONFIG)
-    config = ServeConfig(max_batch=max_batch, max_queue=max_queue, max_chars=max_chars, api_key=api_key or None,
-                         cors_origins=tuple(cors_origin or ()), grace=grace)
+    models = [(name, _load_model(Path(path), device, threads, engine, session_config=SESSION_CONFIG))
+              for name, path in names]
 
     def ready(url: str) -> None:
-        typer.echo(f"chargen serve: {url} (model {m.path.stem}, {m.precision}, {m.device}; "
-                   f"{max_batch} slots; OpenAI API at {url}/v1)")
+        if len(models) == 1:
+            m = models[0][1]
+            what = f"model {models[0][0]}, {m.precision}, {m.device}; {max_batch} slots"
+        else:
+            what = "models " + ", ".join(f"{n}: {m.precision} {m.device}" for n, m in models)
+            what += f"; {max_batch} slots each"
+        typer.echo(f"chargen serve: {url} ({what}; OpenAI API at {url}/v1)")
         sys.stdout.flush()
 
-    run(m, config, sock=sock, on_ready=ready)
+    run(models, config, sock=sock, on_ready=ready)
 
 
 # ---------------------------------------------------------------- web (chargen.web)

@@ -11,8 +11,8 @@
 
 #include <string.h>
 
+#include "int8_cpu.h"
 #include "int8_scale.h"
-#include "simd.h"
 
 #if defined(CHARGEN_X86_EMULATE)
 #define SIMDE_ENABLE_NATIVE_ALIASES
@@ -50,6 +50,9 @@
 #else
 #define GEMM_AMX 0
 #endif
+#endif
+#if CHARGEN_DOTPROD /* aarch64 (int8_cpu.h): never under CHARGEN_X86_EMULATE */
+#include <arm_neon.h>
 #endif
 
 #define PANEL CHARGEN_I8_PANEL
@@ -275,6 +278,116 @@ AMX_TARGET static void block_amx(size_t ldw, const uint8_t *x, size_t ldx, size_
 }
 #endif
 
+#if CHARGEN_DOTPROD
+/* 8 rows x 8 outputs (a quarter panel): per four groups (16 k), every row's 16 bytes as x - 128
+ * (X_OFFSET_SDOT), and per group the part's two vectors of 4 outputs x 4 k, each SDOT'd with the
+ * group's lane of every row (16 accumulators, one per row and 4 outputs) */
+#define NEON_ROWS 8
+#define NEON_WIDTH 8
+
+#define SDOT_GROUP(l)                                                                     \
+    do {                                                                                  \
+        const int8x16_t w0 = vld1q_s8(wg + (l) * GROUP_BYTES);                            \
+        const int8x16_t w1 = vld1q_s8(wg + (l) * GROUP_BYTES + 16);                       \
+        for (r = 0; r < rows; r++) {                                                      \
+            a[r][0] = vdotq_laneq_s32(a[r][0], w0, xv[r], l);                             \
+            a[r][1] = vdotq_laneq_s32(a[r][1], w1, xv[r], l);                             \
+        }                                                                                 \
+    } while (0)
+
+DOTPROD_TARGET static INLINE void rows_sdot(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                            const int8_t *part, int32_t *acc) {
+    const uint8x16_t flip = vdupq_n_u8(0x80);
+    int32x4_t a[NEON_ROWS][2];
+    size_t k, r;
+    for (r = 0; r < rows; r++) a[r][0] = a[r][1] = vdupq_n_s32(0);
+    for (k = 0; k < ldw; k += 16) {
+        const int8_t *wg = part + k / 4 * GROUP_BYTES;
+        int8x16_t xv[NEON_ROWS];
+        for (r = 0; r < rows; r++) xv[r] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(x + r * ldx + k), flip));
+        SDOT_GROUP(0);
+        SDOT_GROUP(1);
+        SDOT_GROUP(2);
+        SDOT_GROUP(3);
+    }
+    for (r = 0; r < rows; r++) {
+        vst1q_s32(acc + r * PANEL, a[r][0]);
+        vst1q_s32(acc + r * PANEL + 4, a[r][1]);
+    }
+}
+#undef SDOT_GROUP
+
+DOTPROD_TARGET static void block_sdot(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *part,
+                                      int32_t *acc) {
+    switch (rows) {
+        case 8: rows_sdot(ldw, x, ldx, 8, part, acc); break;
+        case 7: rows_sdot(ldw, x, ldx, 7, part, acc); break;
+        case 6: rows_sdot(ldw, x, ldx, 6, part, acc); break;
+        case 5: rows_sdot(ldw, x, ldx, 5, part, acc); break;
+        case 4: rows_sdot(ldw, x, ldx, 4, part, acc); break;
+        case 3: rows_sdot(ldw, x, ldx, 3, part, acc); break;
+        case 2: rows_sdot(ldw, x, ldx, 2, part, acc); break;
+        default: rows_sdot(ldw, x, ldx, 1, part, acc); break;
+    }
+}
+#endif
+
+#if CHARGEN_I8MM
+/* 8 rows x 8 outputs in 16 int32x4 of USMMLA, a[p][q] = [(2p, 2q), (2p, 2q+1), (2p+1, 2q),
+ * (2p+1, 2q+1)] for row pair p and output pair q: per two groups (8 k), a pair's two rows' 8
+ * bytes side by side, and the part's two groups zipped by 32-bit lanes, [output n's 8 k, output
+ * n+1's 8 k]. An odd block's last pair repeats its last row (summed, never stored). */
+I8MM_TARGET static INLINE void rows_i8mm(size_t ldw, const uint8_t *x, size_t ldx, const size_t rows,
+                                         const int8_t *part, int32_t *acc) {
+    const size_t pairs = (rows + 1) / 2;
+    const uint8_t *xr[NEON_ROWS];
+    int32x4_t a[NEON_ROWS / 2][4];
+    size_t k, p, q;
+    for (p = 0; p < 2 * pairs; p++) xr[p] = x + (p < rows ? p : rows - 1) * ldx;
+    for (p = 0; p < pairs; p++)
+        for (q = 0; q < 4; q++) a[p][q] = vdupq_n_s32(0);
+    for (k = 0; k < ldw; k += 8) {
+        const int8_t *g0 = part + k / 4 * GROUP_BYTES, *g1 = g0 + GROUP_BYTES;
+        const int32x4_t lo0 = vreinterpretq_s32_s8(vld1q_s8(g0)), lo1 = vreinterpretq_s32_s8(vld1q_s8(g1));
+        const int32x4_t hi0 = vreinterpretq_s32_s8(vld1q_s8(g0 + 16)), hi1 = vreinterpretq_s32_s8(vld1q_s8(g1 + 16));
+        int8x16_t wv[4];
+        wv[0] = vreinterpretq_s8_s32(vzip1q_s32(lo0, lo1)); /* outputs 0, 1 */
+        wv[1] = vreinterpretq_s8_s32(vzip2q_s32(lo0, lo1)); /* 2, 3 */
+        wv[2] = vreinterpretq_s8_s32(vzip1q_s32(hi0, hi1)); /* 4, 5 */
+        wv[3] = vreinterpretq_s8_s32(vzip2q_s32(hi0, hi1)); /* 6, 7 */
+        for (p = 0; p < pairs; p++) {
+            const uint8x16_t xv = vcombine_u8(vld1_u8(xr[2 * p] + k), vld1_u8(xr[2 * p + 1] + k));
+            for (q = 0; q < 4; q++) a[p][q] = vusmmlaq_s32(a[p][q], xv, wv[q]);
+        }
+    }
+    for (p = 0; p < pairs; p++) {
+        int32_t *even = acc + 2 * p * PANEL, *odd = even + PANEL;
+        const int64x2_t a0 = vreinterpretq_s64_s32(a[p][0]), a1 = vreinterpretq_s64_s32(a[p][1]);
+        const int64x2_t a2 = vreinterpretq_s64_s32(a[p][2]), a3 = vreinterpretq_s64_s32(a[p][3]);
+        vst1q_s32(even, vreinterpretq_s32_s64(vzip1q_s64(a0, a1)));
+        vst1q_s32(even + 4, vreinterpretq_s32_s64(vzip1q_s64(a2, a3)));
+        if (2 * p + 1 < rows) {
+            vst1q_s32(odd, vreinterpretq_s32_s64(vzip2q_s64(a0, a1)));
+            vst1q_s32(odd + 4, vreinterpretq_s32_s64(vzip2q_s64(a2, a3)));
+        }
+    }
+}
+
+I8MM_TARGET static void block_i8mm(size_t ldw, const uint8_t *x, size_t ldx, size_t rows, const int8_t *part,
+                                   int32_t *acc) {
+    switch (rows) {
+        case 8: rows_i8mm(ldw, x, ldx, 8, part, acc); break;
+        case 7: rows_i8mm(ldw, x, ldx, 7, part, acc); break;
+        case 6: rows_i8mm(ldw, x, ldx, 6, part, acc); break;
+        case 5: rows_i8mm(ldw, x, ldx, 5, part, acc); break;
+        case 4: rows_i8mm(ldw, x, ldx, 4, part, acc); break;
+        case 3: rows_i8mm(ldw, x, ldx, 3, part, acc); break;
+        case 2: rows_i8mm(ldw, x, ldx, 2, part, acc); break;
+        default: rows_i8mm(ldw, x, ldx, 1, part, acc); break;
+    }
+}
+#endif
+
 #if GEMM_AMX
 /* the tile state off again after a call: cheaper context switches between steps */
 AMX_TARGET static void amx_done(void) {
@@ -285,10 +398,11 @@ AMX_TARGET static void amx_done(void) {
 
 /* ------------------------------------------------------------------ the product over panels */
 /* y for the panels [p0, p1): each part of a panel (`width` outputs, in L1 while it lasts) against
- * the batch's rows a register block at a time; built once per kernel so the block inlines */
-static INLINE void gemm_panels(block_fn *block, size_t block_rows, size_t width, const chargen_i8_matrix *w,
-                               size_t B, const uint8_t *xq, size_t ldx, const float *a_scale, const int32_t *zero,
-                               float *y, size_t ldy, size_t p0, size_t p1) {
+ * the batch's rows a register block at a time; built once per kernel so the block inlines.
+ * x_offset: what the block takes from every x (X_OFFSET_SDOT for SDOT's, else 0) */
+static INLINE void gemm_panels(block_fn *block, size_t block_rows, size_t width, int32_t x_offset,
+                               const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                               const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0, size_t p1) {
     const size_t ldw = w->ldw;
     int32_t acc[MAX_ROWS * PANEL];
     size_t p, h, b, r;
@@ -300,14 +414,15 @@ static INLINE void gemm_panels(block_fn *block, size_t block_rows, size_t width,
                 const size_t rows = B - b < block_rows ? B - b : block_rows;
                 block(ldw, xq + b * ldx, ldx, rows, part, acc);
                 for (r = 0; r < rows; r++)
-                    scale_out(w, n0, cols, acc + r * PANEL, zero[b + r], a_scale[b + r], y + (b + r) * ldy);
+                    scale_out(w, n0, cols, acc + r * PANEL, zero[b + r] - x_offset, a_scale[b + r],
+                              y + (b + r) * ldy);
             }
         }
 }
 
 static void gemm_c(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
                    const int32_t *zero, float *y, size_t ldy, size_t p0, size_t p1) {
-    gemm_panels(block_c, 4, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_c, 4, PANEL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #if GEMM_AVX2
 /* a half panel at a time against all the rows: its 16 KB (K = 1024) stay in L1 */
@@ -315,32 +430,49 @@ AVX2_TARGET static void gemm_avx2(const chargen_i8_matrix *w, size_t B, const ui
                                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                   size_t p1) {
     if (w->narrow)
-        gemm_panels(block_narrow, NARROW_ROWS, PANEL / 2, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+        gemm_panels(block_narrow, NARROW_ROWS, PANEL / 2, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
     else
-        gemm_panels(block_avx2, AVX2_ROWS, PANEL / 2, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+        gemm_panels(block_avx2, AVX2_ROWS, PANEL / 2, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #endif
 #if GEMM_VNNI
 VNNI_TARGET static void gemm_vnni(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                   const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                   size_t p1) {
-    gemm_panels(block_vnni, VNNI_ROWS, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_vnni, VNNI_ROWS, PANEL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #endif
 #if GEMM_AMX
 AMX_TARGET static void gemm_amx(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                 const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
                                 size_t p1) {
-    gemm_panels(block_amx, 32, PANEL, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+    gemm_panels(block_amx, 32, PANEL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
     amx_done();
+}
+#endif
+
+#if CHARGEN_DOTPROD
+DOTPROD_TARGET static void gemm_sdot(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                     const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
+                                     size_t p1) {
+    gemm_panels(block_sdot, NEON_ROWS, NEON_WIDTH, X_OFFSET_SDOT, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
+}
+#endif
+#if CHARGEN_I8MM
+I8MM_TARGET static void gemm_i8mm(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
+                                  const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t p0,
+                                  size_t p1) {
+    gemm_panels(block_i8mm, NEON_ROWS, NEON_WIDTH, 0, w, B, xq, ldx, a_scale, zero, y, ldy, p0, p1);
 }
 #endif
 
 /* ------------------------------------------------------------------ the kernels, and which a CPU runs */
 /* min_batch: AVX2's packed loops measured faster than its matrix-vector kernel from batch 1 (the
  * AVX2 EPYC, docs/engines.md); AMX's and VNNI's 8 is not measured yet (no such CPU at hand): below
- * it the matrix-vector VNNI kernel, measured there, stays. rows: AVX2's for any int8 weights (its
- * narrow loop takes NARROW_ROWS) */
+ * it the matrix-vector VNNI kernel, measured there, stays. NEON's 4 is not measured either (no ARM
+ * CPU at hand, and qemu's times say nothing): from 4 rows the matrix-vector kernels' 4-row loops
+ * read every weight once per 4 rows, the packed blocks once per 8. rows: AVX2's for any int8
+ * weights (its narrow loop takes NARROW_ROWS) */
 static const chargen_i8_gemm_kernel KERNELS[] = {
 #if GEMM_AMX
     {"amx", gemm_amx, 32, 8},
@@ -350,6 +482,12 @@ static const chargen_i8_gemm_kernel KERNELS[] = {
 #endif
 #if GEMM_AVX2
     {"avx2", gemm_avx2, AVX2_ROWS, 1},
+#endif
+#if CHARGEN_I8MM
+    {"neon-i8mm", gemm_i8mm, NEON_ROWS, 4},
+#endif
+#if CHARGEN_DOTPROD
+    {"neon-dotprod", gemm_sdot, NEON_ROWS, 4},
 #endif
     {"c", gemm_c, 4, 4},
 };
@@ -403,12 +541,16 @@ int chargen_i8_gemm_usable(const chargen_i8_gemm_kernel *k) {
     }
 #endif
 #if GEMM_VNNI
-    if (k->gemm == gemm_vnni)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vnni");
+    if (k->gemm == gemm_vnni) return cpu_avx512vnni();
 #endif
 #if GEMM_AVX2
-    if (k->gemm == gemm_avx2) return __builtin_cpu_supports("avx2");
+    if (k->gemm == gemm_avx2) return cpu_avx2();
+#endif
+#if CHARGEN_I8MM
+    if (k->gemm == gemm_i8mm) return cpu_i8mm();
+#endif
+#if CHARGEN_DOTPROD
+    if (k->gemm == gemm_sdot) return cpu_dotprod();
 #endif
     return k->gemm == gemm_c;
 #endif
@@ -420,6 +562,11 @@ const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void) {
     for (i = 0; i + 1 < n; i++) /* the last, plain C, is only the layout's reference */
         if (chargen_i8_gemm_usable(&k[i])) return &k[i];
     return NULL;
+}
+
+void chargen_i8_gemm(const chargen_i8_gemm_kernel *k, const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
+                     size_t ldx, const float *a_scale, const int32_t *zero, float *y, chargen_pool *pool) {
+    chargen_i8_product(pool, 0, k->gemm, PANEL, w, B, xq, ldx, a_scale, zero, y, w->N);
 }
 
 /* ------------------------------------------------------------------ peak and read rate */
@@ -449,6 +596,18 @@ static block_fn *kernel_block(const chargen_i8_gemm_kernel *k, int narrow, size_
         return narrow ? block_narrow : block_avx2;
     }
 #endif
+#if CHARGEN_I8MM
+    if (k->gemm == gemm_i8mm) {
+        *width = NEON_WIDTH;
+        return block_i8mm;
+    }
+#endif
+#if CHARGEN_DOTPROD
+    if (k->gemm == gemm_sdot) {
+        *width = NEON_WIDTH;
+        return block_sdot;
+    }
+#endif
     (void)narrow;
     return block_c;
 }
@@ -473,8 +632,7 @@ static void peak_chunk(void *arg, size_t c) {
 double chargen_i8_gemm_peak(const chargen_i8_gemm_kernel *k, int narrow, size_t reps, chargen_pool *pool,
                             int threads) {
     rate_job j;
-    const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
-    const size_t chunks = 8 * (size_t)(threads <= 0 || threads > n ? n : threads); /* a late thread leaves little */
+    const size_t chunks = 8 * (size_t)chargen_i8_team(pool, threads); /* a late thread leaves little */
     size_t rows, width;
     kernel_block(k, narrow, &rows, &width);
     memset(&j, 0, sizeof j);
@@ -500,8 +658,7 @@ static void read_chunk(void *arg, size_t c) {
 
 uint64_t chargen_i8_read(const void *p, size_t bytes, size_t reps, chargen_pool *pool, int threads) {
     rate_job j;
-    const int n = chargen_pool_usable(pool) ? chargen_pool_threads(pool) : 1;
-    const size_t chunks = (size_t)(threads <= 0 || threads > n ? n : threads);
+    const size_t chunks = (size_t)chargen_i8_team(pool, threads);
     uint64_t s = 0;
     size_t c;
     memset(&j, 0, sizeof j);

@@ -1,7 +1,8 @@
 /*
  * chargen's int8 product for batches: y (B, N) = Q(x) (B, K) W^T + bias, scaled exactly as the
- * int8 step's other products are (int8_step.h), as a blocked matrix product over weights packed
- * once at load. Pure C99 plus each CPU's intrinsics; no Python headers, no allocation, no exit().
+ * matrix-vector kernels' (int8_matrix.h), as a blocked matrix product over weights packed once at
+ * load. Pure C99 plus each CPU's intrinsics; no Python headers, no allocation, no exit(). Layer 3
+ * of the int8 step: includes only the int8 matrix layer.
  *
  * The packed layout, one for every kernel: panels of CHARGEN_I8_PANEL = 32 outputs; panel p holds,
  * for every group g < ldw / 4 of four k, the 32 outputs' four weights, zeros past N:
@@ -9,7 +10,9 @@
  *   packed[(p * ldw / 4 + g) * 128 + 4 n + i] = w[(32 p + n) * ldw + 4 g + i]
  *
  * 64 bytes of a group are what one vpdpbusd takes (16 outputs x 4 k) and one row of an AMX B tile
- * (TDPBUSD's 16 outputs x 4 k): a panel is read as it lies, front to back.
+ * (TDPBUSD's 16 outputs x 4 k): a panel is read as it lies, front to back. 16 bytes of a group
+ * are what one SDOT takes (4 outputs x 4 k); two groups' 16 bytes zipped by 32-bit lanes are two
+ * USMMLA operands (2 outputs x 8 k).
  *
  * Kernels (register blocks of rows x outputs, each output summed in int32 exactly, so every kernel
  * gives the plain loops' bits):
@@ -20,9 +23,13 @@
  *                 saturate then (2 x 255 x 64 = 32640), each widened to int32 by vpmaddwd;
  *                 any other int8 weights: 3 rows x 16 outputs of vpmaddwd, both sides widened to
  *                 16 bits (vpmaddubsw would saturate)
+ *   "neon-i8mm"   aarch64 with i8mm: 8 rows x 8 outputs in 16 int32x4 of USMMLA (uint8 x int8, 2
+ *                 rows x 2 outputs x 8 k each)
+ *   "neon-dotprod" aarch64 with dotprod: 8 rows x 8 outputs of SDOT by lane (a row's 16 bytes, four
+ *                 groups, against a group's 4 outputs x 4 k) on x - 128 (int8_cpu.h)
  *   "c"           plain loops (the reference for the packed layout; on every CPU)
  * The step takes the CPU's kernel (chargen_i8_gemm_pick) from its min_batch on; below that the
- * matrix-vector kernels of int8_step.c, which need no packing, are as fast.
+ * matrix-vector kernels (int8_matvec.h), which need no packing, are as fast.
  */
 #ifndef CHARGEN_INT8_GEMM_H
 #define CHARGEN_INT8_GEMM_H
@@ -30,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "int8_step.h"
+#include "int8_matrix.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,11 +72,11 @@ const chargen_i8_gemm_kernel *chargen_i8_gemm_kernels(size_t *count);
 int chargen_i8_gemm_usable(const chargen_i8_gemm_kernel *k);
 
 /* The kernel the step takes on this CPU for batches from its min_batch on, or NULL where there is
- * none better than the matrix-vector kernels (aarch64, plain C builds). */
+ * none better than the matrix-vector kernels (aarch64 without dotprod, plain C builds). */
 const chargen_i8_gemm_kernel *chargen_i8_gemm_pick(void);
 
-/* y (B, N) = the product of int8_step.h's chargen_i8_matmul with kernel k over w->packed, its
- * panels cut into chunks on the pool; for tests and benchmarks (the step picks its own). */
+/* y (B, N) = the product (int8_matrix.h) with kernel k over w->packed, its panels cut into chunks
+ * on the pool; for tests and benchmarks (the step keeps its pick). */
 void chargen_i8_gemm(const chargen_i8_gemm_kernel *k, const chargen_i8_matrix *w, size_t B, const uint8_t *xq,
                      size_t ldx, const float *a_scale, const int32_t *zero, float *y, chargen_pool *pool);
 

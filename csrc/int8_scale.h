@@ -1,9 +1,10 @@
-/* The scaling every int8 product ends with (int8_step.c, int8_gemm.c): one definition, so that
- * every kernel gives the same float bits. Internal to csrc/. */
+/* The scaling every int8 product ends with (the matrix-vector and the packed kernels): one
+ * definition, so that every kernel gives the same float bits. Internal to csrc/; part of the
+ * int8 matrix layer (int8_matrix.h). */
 #ifndef CHARGEN_INT8_SCALE_H
 #define CHARGEN_INT8_SCALE_H
 
-#include "int8_step.h"
+#include "int8_matrix.h"
 #include "simd.h"
 
 /* y[b, n0 + r] from the int32 sums acc[r]: the graph's MatMulInteger (the zero point

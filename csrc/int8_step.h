@@ -19,23 +19,16 @@
  *   gh = Q(h_k) W_hh_k^T                  then the gates with b_hh_k
  *   logits = h_top W_head^T + b_head      (float32)
  *
- * Q is onnxruntime's DynamicQuantizeLinear, per stream (per row): uint8 with
- * scale (max(x, 0) - min(x, 0)) / 255 and zero point round(-min / scale); the
- * weights are int8, symmetric, one scale per output.  The products are summed
- * exactly in int32, then scaled: y = (float)acc * (a_scale * w_scale) + bias,
- * as the graph's Cast, Mul and Add do.  Per row, so a stream's result does
- * not depend on the other streams of the batch (the graph quantizes the whole
- * batch with one scale: identical at B = 1, within rounding beyond).
+ * Q is onnxruntime's DynamicQuantizeLinear per stream (per row; int8_matrix.h), so a stream's
+ * result does not depend on the other streams of the batch (the graph quantizes the whole batch
+ * with one scale: identical at B = 1, within rounding beyond).
  *
- * Kernels: AVX-512 VNNI, AVX2 (widened to 16 bits: exact for any int8
- * weights) and plain C, picked at run time on x86; on aarch64 NEON with
- * USDOT/USMMLA (i8mm), SDOT (dotprod) or widening multiply-adds, picked at run
- * time from getauxval(AT_HWCAP/AT_HWCAP2); WebAssembly SIMD128 where built with -msimd128;
- * plain C elsewhere.  Matrices with a
- * packed copy (int8_gemm.h) run batches from the CPU's packed kernel's
- * min_batch on as blocked products (AMX, AVX-512 VNNI, AVX2).  The
- * result does not depend on the kernel or the thread count: every output is
- * summed in int32 by one thread, and the float arithmetic after it is the same.
+ * The top layer of csrc/'s int8 step (int8_matrix.h lists the layers): its products run on the
+ * matrix-vector kernels (int8_matvec.h), and on the packed kernel (int8_gemm.h) from that
+ * kernel's min_batch on for matrices with a packed copy. chargen_i8_init picks the CPU's kernels
+ * once, into the model; every step runs on them. The result does not depend on the kernels or
+ * the thread count: every output is summed in int32 by one thread, and the float arithmetic
+ * after it is the same.
  */
 #ifndef CHARGEN_INT8_STEP_H
 #define CHARGEN_INT8_STEP_H
@@ -43,23 +36,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "int8_gemm.h"
+#include "int8_matrix.h"
+#include "int8_matvec.h"
 #include "pool.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* One int8 matrix, y (B, N) = Q(x) (B, K) W^T + bias. */
+/* The head's float32 product, logits (B, V) = h (B, H) W^T + bias, for the rows [v0, v1) of W. */
+typedef void chargen_i8_head_fn(size_t B, size_t H, size_t V, const float *h, const float *w, const float *bias,
+                                float *logits, size_t v0, size_t v1);
+
+/* The kernels a step runs on: chargen_i8_init picks the CPU's; a caller may set others that the
+ * CPU runs (tests: each packed kernel as the step's product). */
 typedef struct {
-    size_t N, K;
-    size_t ldw;          /* w's row stride: K rounded up to a multiple of 64, the padding zeros */
-    const int8_t *w;     /* (N, ldw) row-major: output n's K weights, then zeros */
-    const float *scale;  /* (N) */
-    const int32_t *wsum; /* (N) sum over k of w[n][k]: the zero point's share, precomputed */
-    const float *bias;   /* (N), or NULL */
-    const int8_t *packed; /* w packed for batches (int8_gemm.h), or NULL: the step then uses w alone */
-    int narrow;           /* every weight in [-64, 64] (chargen_i8_pack says): 16-bit pair sums are exact */
-} chargen_i8_matrix;
+    const chargen_i8_matvec_kernel *matvec;
+    const chargen_i8_gemm_kernel *packed; /* NULL: the matrix-vector kernel for every batch */
+    size_t packed_from;                   /* the batch size from which packed runs (its min_batch) */
+    chargen_i8_quantize_fn *quantize;
+    chargen_i8_head_fn *head;
+} chargen_i8_kernels;
 
 typedef struct {
     size_t L, H, V;
@@ -71,41 +69,28 @@ typedef struct {
     const float *head_b;           /* (V) */
     chargen_pool *pool;            /* the step's threads (pool.h); NULL: the caller's alone */
     int threads;                   /* threads of one step, at most the pool's: <= 0 the pool's; 1 the caller alone */
+    chargen_i8_kernels kernels;    /* chargen_i8_init's */
 } chargen_i8_gru;
 
 enum {
     CHARGEN_I8_OK = 0,
     CHARGEN_I8_BAD_TOKEN = 1, /* a token outside [0, V): nothing was written */
-    CHARGEN_I8_BAD_SHAPE = 2  /* a matrix whose N, K do not match L, H, V */
+    CHARGEN_I8_BAD_SHAPE = 2, /* a matrix whose N, K do not match L, H, V */
+    CHARGEN_I8_NOT_READY = 3  /* a model chargen_i8_init has not made ready: nothing was written */
 };
+
+/* Makes a filled-in model ready to step: checks that its shapes fit together and picks the CPU's
+ * kernels into m->kernels. CHARGEN_I8_OK or CHARGEN_I8_BAD_SHAPE (then m->kernels is cleared). */
+int chargen_i8_init(chargen_i8_gru *m);
 
 /* Bytes of scratch one step over B streams needs (caller-owned, any alignment
  * of 64 bytes or more is best; one buffer per concurrent caller). */
 size_t chargen_i8_scratch_bytes(const chargen_i8_gru *m, size_t B);
 
-/* CHARGEN_I8_OK or CHARGEN_I8_BAD_SHAPE. */
-int chargen_i8_check(const chargen_i8_gru *m);
-
 /* One step: token (B), h_in (L, B, H) -> h_out (L, B, H), logits (B, V).
  * h_out must not overlap h_in.  Returns a CHARGEN_I8_* status. */
 int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, const float *h_in,
                     float *h_out, float *logits, void *scratch);
-
-/* wsum for a matrix: sum over k < K of w[n * ldw + k], n < N. */
-void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum);
-
-/* The int8 product alone (for tests and benchmarks): y (B, N) as above, with
- * x already quantized: xq (B rows at stride ldx), a_scale (B), zero (B).  The
- * kernels read ldw bytes of every row, so ldx >= w->ldw (what lies past K in
- * a row does not matter: it meets the weights' zero padding). */
-void chargen_i8_matmul(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
-                       const int32_t *zero, float *y, chargen_pool *pool);
-
-/* Q above, one row: xq (K), returns the scale, writes the zero point. */
-float chargen_i8_quantize_row(size_t K, const float *x, uint8_t *xq, int32_t *zero);
-
-/* The kernel the CPU gets: "avx512vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "wasm-simd128" or "c". */
-const char *chargen_i8_kernel(void);
 
 /* Whether the library was built with threads (pool.h; else every step on the caller's). */
 int chargen_i8_threaded(void);

@@ -1,12 +1,16 @@
-/* The int8 step's own test: cc -std=c99 -pthread int8_step.c pool.c gru_gates.c test_int8_step.c -lm
- * Every kernel is held against plain loops written here, exactly (the int32 sums are exact and
- * the float arithmetic after them is the same); the step against a reference step in double. */
+/* The int8 step's own test:
+ *   cc -std=c99 -pthread int8_matrix.c int8_matvec.c int8_gemm.c int8_step.c pool.c gru_gates.c test_int8_step.c -lm
+ * Every kernel this CPU runs (matrix-vector and packed) is held against plain loops written here,
+ * exactly (the int32 sums are exact and the float arithmetic after them is the same), alone and
+ * as the step's product; the step against a reference step in double. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "int8_gemm.h"
+#include "int8_matrix.h"
+#include "int8_matvec.h"
 #include "int8_step.h"
 
 #if !defined(_WIN32) && !defined(CHARGEN_NO_THREADS)
@@ -64,6 +68,19 @@ static void test_quantize(void) {
     check(scale == 0.0f && zero == 0 && q[0] == 0 && q[K - 1] == 0, "quantize: a zero row has scale 0, all zeros");
 }
 
+/* the kernels this CPU ran, for the summary line */
+static char matvec_kernels[128], packed_kernels[128];
+
+/* name appended to the comma-separated list, unless the list has it ("neon" is not "neon-i8mm") */
+static void ran(char *list, const char *name) {
+    const size_t n = strlen(name);
+    const char *at;
+    for (at = strstr(list, name); at; at = strstr(at + 1, name))
+        if ((at == list || at[-1] == ',') && (at[n] == ',' || at[n] == '\0')) return;
+    strcat(list, list[0] ? "," : "");
+    strcat(list, name);
+}
+
 /* ------------------------------------------------------------------ matmul */
 #define PAD(K) (((K) + 63) / 64 * 64)
 
@@ -87,7 +104,7 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     float *scale = malloc(N * sizeof *scale), *bias = malloc(N * sizeof *bias), *a_scale = malloc(B * sizeof *a_scale);
     float *y1 = malloc(B * N * sizeof *y1), *y2 = malloc(B * N * sizeof *y2), *want = malloc(B * N * sizeof *want);
     int32_t *wsum = malloc(N * sizeof *wsum), *zero = malloc(B * sizeof *zero);
-    size_t b, n, k;
+    size_t b, n, k, i, count;
     char what[160];
     for (n = 0; n < N; n++) /* the full range, -128..127; zeros past K */
         for (k = 0; k < K; k++) w[n * ldw + k] = (int8_t)(next_u32() >> 24);
@@ -96,19 +113,26 @@ static void test_matmul(size_t B, size_t N, size_t K) {
     for (b = 0; b < B; b++) a_scale[b] = uniform(1e-3f, 1e-2f), zero[b] = (int32_t)(next_u32() % 256);
     chargen_i8_row_sums(N, K, ldw, w, wsum);
     chargen_i8_matrix m = {N, K, ldw, w, scale, wsum, bias, NULL, 0};
+    const chargen_i8_matvec_kernel *kernels = chargen_i8_matvec_kernels(&count);
     plain_product(&m, B, xq, a_scale, zero, want);
     chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y1, NULL);
-    chargen_i8_matmul(&m, B, xq, ldw, a_scale, zero, y2, pool2);
     snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu (%s kernel): equal to plain loops", B, N, K, chargen_i8_kernel());
     check(memcmp(y1, want, B * N * sizeof *y1) == 0, what);
-    snprintf(what, sizeof what, "matmul B=%zu N=%zu K=%zu: two threads give the same bits as one", B, N, K);
-    check(memcmp(y1, y2, B * N * sizeof *y1) == 0, what);
+    for (i = 0; i < count; i++) { /* every kernel this CPU runs, on one thread and on two */
+        if (!chargen_i8_matvec_usable(&kernels[i])) continue;
+        ran(matvec_kernels, kernels[i].name);
+        memset(y1, 0xff, B * N * sizeof *y1), memset(y2, 0xff, B * N * sizeof *y2);
+        chargen_i8_matvec(&kernels[i], &m, B, xq, ldw, a_scale, zero, y1, NULL);
+        chargen_i8_matvec(&kernels[i], &m, B, xq, ldw, a_scale, zero, y2, pool2);
+        snprintf(what, sizeof what, "matvec %s B=%zu N=%zu K=%zu: equal to plain loops", kernels[i].name, B, N, K);
+        check(memcmp(y1, want, B * N * sizeof *y1) == 0, what);
+        snprintf(what, sizeof what, "matvec %s B=%zu N=%zu K=%zu: two threads give the same bits as one", kernels[i].name, B, N, K);
+        check(memcmp(y1, y2, B * N * sizeof *y1) == 0, what);
+    }
     free(w), free(xq), free(scale), free(bias), free(a_scale), free(y1), free(y2), free(want), free(wsum), free(zero);
 }
 
 /* ------------------------------------------------------------------ the packed product */
-static char packed_kernels[128]; /* the packed kernels this CPU ran, for the summary line */
-
 /* every packed kernel this CPU runs (all of them under CHARGEN_X86_EMULATE) against plain loops,
  * bit for bit: the register blocks' row tails (B not a multiple of the block), the last panel's
  * column tail (N not a multiple of 32), K not a multiple of 64, the full int8 range */
@@ -138,10 +162,7 @@ static void test_packed(size_t B, size_t N, size_t K, int narrow) {
     plain_product(&m, B, xq, a_scale, zero, want);
     for (i = 0; i < count; i++) {
         if (!chargen_i8_gemm_usable(&kernels[i])) continue;
-        if (!strstr(packed_kernels, kernels[i].name)) {
-            strcat(packed_kernels, packed_kernels[0] ? "," : "");
-            strcat(packed_kernels, kernels[i].name);
-        }
+        ran(packed_kernels, kernels[i].name);
         memset(y, 0xff, B * N * sizeof *y);
         chargen_i8_gemm(&kernels[i], &m, B, xq, ldw, a_scale, zero, y, NULL);
         snprintf(what, sizeof what, "packed %s B=%zu N=%zu K=%zu %s: equal to plain loops", kernels[i].name, B, N, K,
@@ -210,7 +231,7 @@ static void make_model(model_t *m, size_t L, size_t H, size_t V) {
         m->ih[k] = (chargen_i8_matrix){H3, H, PAD(H), ih, m->s_ih + k * H3, m->sum_ih + k * H3, m->b_ih + k * H3, p_ih, n_ih};
         m->hh[k] = (chargen_i8_matrix){H3, H, PAD(H), hh, m->s_hh + k * H3, m->sum_hh + k * H3, NULL, p_hh, n_hh};
     }
-    m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, pool2, 0};
+    m->gru = (chargen_i8_gru){L, H, V, m->table, m->ih, m->hh, m->b_hh, m->head_w, m->head_b, pool2, 0, {0}};
 }
 
 static void free_model(model_t *m) {
@@ -269,6 +290,91 @@ static void reference_step(const model_t *m, size_t B, const int64_t *tok, const
  * (see test_gru_train.c). */
 static double worse(double worst, double err) { return err > worst || err != err ? err : worst; }
 
+/* the step on every kernel this CPU runs gives the bits of the step on the kernels init picked
+ * (h_out, logits): each packed kernel from batch 1, each matrix-vector kernel without the packed
+ * copies */
+static void step_kernels(model_t *m, size_t B, const int64_t *tok, const float *h_in, const float *h_out,
+                         const float *logits, float *h_two, float *logits_two, void *scratch) {
+    const chargen_i8_kernels picked = m->gru.kernels;
+    const size_t n_h = m->L * B * m->H, n_l = B * m->V;
+    size_t i, k, count;
+    const chargen_i8_gemm_kernel *packed = chargen_i8_gemm_kernels(&count);
+    char what[200];
+    for (i = 0; i < count; i++) {
+        if (!chargen_i8_gemm_usable(&packed[i])) continue;
+        m->gru.kernels.packed = &packed[i], m->gru.kernels.packed_from = 1;
+        memset(h_two, 0xff, n_h * sizeof(float)), memset(logits_two, 0xff, n_l * sizeof(float));
+        chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+        snprintf(what, sizeof what, "step B=%zu: the packed %s product gives the bits of the picked kernels (%s, %s from B=%zu)",
+                 B, packed[i].name, picked.matvec->name, picked.packed ? picked.packed->name : "no packed",
+                 picked.packed_from);
+        check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, n_l * sizeof(float)) == 0, what);
+    }
+    m->gru.kernels = picked;
+    {
+        const chargen_i8_matvec_kernel *matvec = chargen_i8_matvec_kernels(&count);
+        for (k = 0; k < m->L; k++) m->ih[k].packed = m->hh[k].packed = NULL; /* the matrix-vector kernels alone */
+        for (i = 0; i < count; i++) {
+            if (!chargen_i8_matvec_usable(&matvec[i])) continue;
+            m->gru.kernels.matvec = &matvec[i];
+            memset(h_two, 0xff, n_h * sizeof(float)), memset(logits_two, 0xff, n_l * sizeof(float));
+            chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+            snprintf(what, sizeof what, "step B=%zu: the matrix-vector %s product gives the bits of the picked kernels", B,
+                     matvec[i].name);
+            check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, n_l * sizeof(float)) == 0, what);
+        }
+        for (k = 0; k < m->L; k++) {
+            m->ih[k].packed = m->p_ih + k * chargen_i8_packed_bytes(3 * m->H, PAD(m->H));
+            m->hh[k].packed = m->p_hh + k * chargen_i8_packed_bytes(3 * m->H, PAD(m->H));
+        }
+    }
+    m->gru.kernels = picked;
+}
+
+/* kernels that count their calls, then run the plain C ones: the step runs on the kernels in the
+ * model (init's pick, or what the caller set), not on ones it picks itself */
+static int counted_matvec, counted_packed;
+static const chargen_i8_matvec_kernel *plain_matvec;
+static const chargen_i8_gemm_kernel *plain_packed;
+
+static void counting_matvec(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                            const int32_t *zero, float *y, size_t ldy, size_t u0, size_t u1) {
+    __atomic_add_fetch(&counted_matvec, 1, __ATOMIC_RELAXED);
+    plain_matvec->product(w, B, xq, ldx, a_scale, zero, y, ldy, u0, u1);
+}
+
+static void counting_packed(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                            const int32_t *zero, float *y, size_t ldy, size_t u0, size_t u1) {
+    __atomic_add_fetch(&counted_packed, 1, __ATOMIC_RELAXED);
+    plain_packed->gemm(w, B, xq, ldx, a_scale, zero, y, ldy, u0, u1);
+}
+
+static void step_counting(model_t *m, size_t B, const int64_t *tok, const float *h_in, const float *h_out,
+                          const float *logits, float *h_two, float *logits_two, void *scratch) {
+    const chargen_i8_kernels picked = m->gru.kernels;
+    const size_t n_h = m->L * B * m->H, n_l = B * m->V;
+    const chargen_i8_matvec_kernel matvec = {"counting", counting_matvec};
+    size_t i, count;
+    const chargen_i8_matvec_kernel *mv = chargen_i8_matvec_kernels(&count);
+    const chargen_i8_gemm_kernel *pk = chargen_i8_gemm_kernels(&i);
+    chargen_i8_gemm_kernel packed = pk[i - 1]; /* plain C, the last */
+    plain_matvec = &mv[count - 1], plain_packed = &pk[i - 1];
+    packed.name = "counting", packed.gemm = counting_packed;
+    m->gru.kernels.matvec = &matvec, m->gru.kernels.packed = &packed, m->gru.kernels.packed_from = B + 1;
+    counted_matvec = counted_packed = 0;
+    chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(counted_matvec >= (int)(2 * m->L - 1) && counted_packed == 0 && memcmp(h_out, h_two, n_h * sizeof(float)) == 0 &&
+              memcmp(logits, logits_two, n_l * sizeof(float)) == 0,
+          "step: runs the model's matrix-vector kernel below packed_from (the same bits)");
+    m->gru.kernels.packed_from = B;
+    counted_matvec = counted_packed = 0;
+    chargen_i8_step(&m->gru, B, tok, h_in, h_two, logits_two, scratch);
+    check(counted_packed >= (int)(2 * m->L - 1) && counted_matvec == 0 && memcmp(h_out, h_two, n_h * sizeof(float)) == 0 &&
+              memcmp(logits, logits_two, n_l * sizeof(float)) == 0,
+          "step: runs the model's packed kernel from packed_from on (the same bits)");
+    m->gru.kernels = picked;
+}
+
 static void test_step(size_t L, size_t H, size_t V, size_t B) {
     model_t m;
     make_model(&m, L, H, V);
@@ -283,7 +389,11 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     char what[160];
     for (i = 0; i < n_h; i++) h_in[i] = uniform(-0.95f, 0.95f);
     for (i = 0; i < B; i++) tok[i] = (int64_t)(next_u32() % V);
-    check(chargen_i8_check(&m.gru) == CHARGEN_I8_OK, "check: a well-formed model passes");
+    check(chargen_i8_step(&m.gru, B, tok, h_in, h_out, logits, scratch) == CHARGEN_I8_NOT_READY,
+          "step: a model not made ready by init is refused");
+    check(chargen_i8_init(&m.gru) == CHARGEN_I8_OK, "init: a well-formed model passes");
+    check(m.gru.kernels.matvec == chargen_i8_matvec_pick() && m.gru.kernels.packed == chargen_i8_gemm_pick(),
+          "init: picks the CPU's kernels");
     check(chargen_i8_step(&m.gru, B, tok, h_in, h_out, logits, scratch) == CHARGEN_I8_OK, "step returns OK");
     reference_step(&m, B, tok, h_in, want_h, want_logits);
     for (i = 0; i < n_h; i++) err_h = worse(err_h, fabs(h_out[i] - want_h[i]));
@@ -302,11 +412,8 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0,
           "step: three threads give the same bits as two");
     m.gru.pool = pool2;
-    for (i = 0; i < L; i++) m.ih[i].packed = m.hh[i].packed = NULL; /* the matrix-vector kernels alone */
-    chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch);
-    snprintf(what, sizeof what, "step B=%zu: the packed product (%s from B=%zu) gives the matrix-vector kernels' bits", B,
-             chargen_i8_gemm_pick() ? chargen_i8_gemm_pick()->name : "none", chargen_i8_gemm_pick() ? chargen_i8_gemm_pick()->min_batch : 0);
-    check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0 && memcmp(logits, logits_two, B * V * sizeof(float)) == 0, what);
+    step_kernels(&m, B, tok, h_in, h_out, logits, h_two, logits_two, scratch);
+    step_counting(&m, B, tok, h_in, h_out, logits, h_two, logits_two, scratch);
 
     memcpy(h_two, h_out, n_h * sizeof(float));
     tok[B - 1] = (int64_t)V;
@@ -318,10 +425,12 @@ static void test_step(size_t L, size_t H, size_t V, size_t B) {
     check(memcmp(h_out, h_two, n_h * sizeof(float)) == 0, "step: a refused step writes nothing");
 
     m.hh[L - 1].ldw = H;
-    check(H % 64 == 0 || chargen_i8_check(&m.gru) == CHARGEN_I8_BAD_SHAPE, "check: unpadded rows are refused");
+    check(H % 64 == 0 || chargen_i8_init(&m.gru) == CHARGEN_I8_BAD_SHAPE, "init: unpadded rows are refused");
     m.hh[L - 1].ldw = PAD(H);
     m.hh[L - 1].K = H + 1;
-    check(chargen_i8_check(&m.gru) == CHARGEN_I8_BAD_SHAPE, "check: a matrix of the wrong shape is refused");
+    check(chargen_i8_init(&m.gru) == CHARGEN_I8_BAD_SHAPE, "init: a matrix of the wrong shape is refused");
+    check(chargen_i8_step(&m.gru, B, tok, h_in, h_two, logits_two, scratch) == CHARGEN_I8_NOT_READY,
+          "step: a model that failed init is refused");
     free(h_in), free(h_out), free(h_two), free(logits), free(logits_two), free(want_h), free(want_logits), free(tok);
     free(scratch);
     free_model(&m);
@@ -369,6 +478,7 @@ static void test_callers(void) {
     make_model(&m, L, H, V);
     scratch = malloc(chargen_i8_scratch_bytes(&m.gru, B));
     for (i = 0; i < n_h; i++) h_in[i] = uniform(-0.95f, 0.95f);
+    chargen_i8_init(&m.gru);
     m.gru.threads = 1;
     chargen_i8_step(&m.gru, B, tok, h_in, want_h, want_l, scratch);
     m.gru.threads = 0;
@@ -412,7 +522,7 @@ int main(void) {
     test_callers();
 #endif
     chargen_pool_free(pool2), chargen_pool_free(pool3);
-    printf("test_int8_step: %d checks, %d failed (kernel %s, threads %d, packed %s)\n", checks, failed, chargen_i8_kernel(),
-           chargen_i8_threaded(), packed_kernels);
+    printf("test_int8_step: %d checks, %d failed (kernel %s, threads %d, matvec %s, packed %s)\n", checks, failed,
+           chargen_i8_kernel(), chargen_i8_threaded(), matvec_kernels, packed_kernels);
     return failed != 0;
 }

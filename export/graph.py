@@ -25,7 +25,7 @@ the ONNX GRU op and not through torch.onnx:
 
 This is the graph that ships. Layouts written otherwise (measured, or
 deliberately wrong for tests), the ONNX GRU op baseline and random weights
-live with their users in benchmarks/graph_variants.py. This module imports
+live with their users in export/graph_variants.py. This module imports
 numpy and onnx only (no torch).
 """
 
@@ -58,7 +58,7 @@ __all__ = [
     "GraphError",
     "build_step_graph",
     "set_metadata",
-    # the building blocks, for graphs written otherwise (benchmarks/graph_variants.py)
+    # the building blocks, for graphs written otherwise (export/graph_variants.py)
     "Builder",
     "config_ints",
     "check_weights",
@@ -210,7 +210,7 @@ def build_step_graph(
     on weights that do not fit the config.
 
     The layout is the one that measured fastest (benchmarks/bench_export.py, where the
-    others are written: benchmarks/graph_variants.py): b_hh's r and z parts folded into the
+    others are written: export/graph_variants.py): b_hh's r and z parts folded into the
     gi side, one [V, 3H] gather table for layer 0, one [H, 3H] recurrent MatMul per layer.
     """
     V, E, H, L, w = check_inputs(weights, model_config, vocab, precision)

@@ -24,6 +24,8 @@ _LAZY = {
     "Batch": "chargen.runtime.batch",
     "BatchFull": "chargen.runtime.batch",
     "SlotEvent": "chargen.runtime.batch",
+    "StepCore": "chargen.runtime.core",
+    "StopMatcher": "chargen.runtime.stops",
 }
 
 __all__ = ["FORMAT_VERSION", "UnknownCharactersError", "Vocab", *_LAZY]

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: initializedcheck=False, cdivision=True, embedsignature=True
-"""chargen's int8 GRU step (csrc/int8_step.c) for Python: the weights once, then one call a step.
+"""chargen's int8 GRU step (csrc/int8_step.c, on csrc/'s int8 layers) for Python: the weights once, then one call a step.
 
     step = Int8Step(table, w_ih, w_hh, b_hh, head_w, head_b, threads=0)   # 0: one per CPU
     scratch = step.scratch(B)                        # one per concurrent caller
@@ -30,7 +30,7 @@ cdef extern from "pool.h" nogil:
     int chargen_pool_usable(const chargen_pool *p)
 
 
-cdef extern from "int8_step.h" nogil:
+cdef extern from "int8_matrix.h" nogil:
     ctypedef struct chargen_i8_matrix:
         size_t N, K, ldw
         const int8_t *w
@@ -40,28 +40,11 @@ cdef extern from "int8_step.h" nogil:
         const int8_t *packed
         int narrow
 
-    ctypedef struct chargen_i8_gru:
-        size_t L, H, V
-        const float *table
-        const chargen_i8_matrix *w_ih
-        const chargen_i8_matrix *w_hh
-        const float *b_hh
-        const float *head_w
-        const float *head_b
-        chargen_pool *pool
-        int threads
-
-    enum:
-        CHARGEN_I8_OK
-        CHARGEN_I8_BAD_TOKEN
-
-    size_t chargen_i8_scratch_bytes(const chargen_i8_gru *m, size_t B)
-    int chargen_i8_check(const chargen_i8_gru *m)
-    int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, const float *h_in,
-                        float *h_out, float *logits, void *scratch)
     void chargen_i8_row_sums(size_t N, size_t K, size_t ldw, const int8_t *w, int32_t *wsum)
+
+
+cdef extern from "int8_matvec.h" nogil:
     const char *chargen_i8_kernel()
-    int chargen_i8_threaded()
 
 
 cdef extern from "int8_gemm.h" nogil:
@@ -78,9 +61,38 @@ cdef extern from "int8_gemm.h" nogil:
     uint64_t chargen_i8_read(const void *p, size_t nbytes, size_t reps, chargen_pool *pool, int threads)
 
 
+cdef extern from "int8_step.h" nogil:
+    ctypedef struct chargen_i8_kernels:
+        const chargen_i8_gemm_kernel *packed
+        size_t packed_from
+
+    ctypedef struct chargen_i8_gru:
+        size_t L, H, V
+        const float *table
+        const chargen_i8_matrix *w_ih
+        const chargen_i8_matrix *w_hh
+        const float *b_hh
+        const float *head_w
+        const float *head_b
+        chargen_pool *pool
+        int threads
+        chargen_i8_kernels kernels
+
+    enum:
+        CHARGEN_I8_OK
+        CHARGEN_I8_BAD_TOKEN
+
+    size_t chargen_i8_scratch_bytes(const chargen_i8_gru *m, size_t B)
+    int chargen_i8_init(chargen_i8_gru *m)
+    int chargen_i8_step(const chargen_i8_gru *m, size_t B, const int64_t *token, const float *h_in,
+                        float *h_out, float *logits, void *scratch)
+    int chargen_i8_threaded()
+
+
 def packed_kernel():
-    """The packed (batched) product's kernel on this CPU, 'amx', 'avx512vnni' or 'avx2', and the
-    batch size the step takes it from; None where there is none (then every batch runs on kernel())."""
+    """The packed (batched) product's kernel on this CPU, 'amx', 'avx512vnni', 'avx2' (x86),
+    'neon-i8mm' or 'neon-dotprod' (aarch64), and the batch size the step takes it from; None where
+    there is none (then every batch runs on kernel())."""
     cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
     return None if k == NULL else (k.name.decode(), k.min_batch)
 
@@ -212,7 +224,7 @@ cdef class Int8Step:
         self.gru.w_hh = self.mats
         self.gru.w_ih = self.mats + L
         self.gru.threads = 0
-        if chargen_i8_check(&self.gru) != CHARGEN_I8_OK:
+        if chargen_i8_init(&self.gru) != CHARGEN_I8_OK:  # checks the shapes, picks the kernels once
             raise ValueError("the int8 step's shapes do not fit together")
         self._keep = keep
         self.pool = chargen_pool_new(max(threads, 0)) if threads != 1 else NULL  # threads start at the first step
@@ -223,16 +235,17 @@ cdef class Int8Step:
         """The kernel that runs this model's products at a batch size: kernel(), or
         packed_kernel()'s name + ' packed' from its batch size on ('avx2 packed narrow' where
         AVX2 runs the loop for weights in [-64, 64])."""
-        packed = packed_kernel()
-        if packed is not None and self.packed_bytes and batch_size >= packed[1]:
-            return packed[0] + " packed" + (" narrow" if packed[0] == "avx2" and self.narrow else "")
+        cdef const chargen_i8_gemm_kernel *k = self.gru.kernels.packed
+        if k != NULL and self.packed_bytes and batch_size >= self.gru.kernels.packed_from:
+            name = k.name.decode()
+            return name + " packed" + (" narrow" if name == "avx2" and self.narrow else "")
         return kernel()
 
     def peak(self, double seconds=0.2, int threads=0):
         """Multiply-adds a second of the packed kernel's inner loop on data in L1, on this step's
         threads (threads: 0 all of them): the ceiling of the batched product on this CPU. None
         where the CPU has no packed kernel."""
-        if chargen_i8_gemm_pick() == NULL:
+        if self.gru.kernels.packed == NULL:
             return None
         return _per_second(lambda reps: self._peak(reps, threads), seconds, 64)
 
@@ -244,7 +257,7 @@ cdef class Int8Step:
         return _per_second(lambda reps: self._read(buf, reps, threads), seconds, 1)
 
     cdef double _peak(self, size_t reps, int threads):
-        cdef const chargen_i8_gemm_kernel *k = chargen_i8_gemm_pick()
+        cdef const chargen_i8_gemm_kernel *k = self.gru.kernels.packed
         cdef double macs
         with nogil:
             macs = chargen_i8_gemm_peak(k, self.narrow, reps, self.pool, threads)

@@ -40,8 +40,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from chargen.runtime import contract
+from chargen.runtime.core import StepCore
 from chargen.runtime.generator import GenerationOptions
+from chargen.runtime.stops import StopMatcher
 
 MAX_LOGPROBS = 20
 PREFILL = 8  # prompt characters a slot may read in one step (Batch._prefill)
@@ -69,7 +70,7 @@ class SlotEvent(NamedTuple):
 
 
 class _Slot:
-    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "keep", "tail", "logprobs")
+    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "logprobs")
 
     def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int):
         self.id = id_
@@ -77,9 +78,7 @@ class _Slot:
         self.pos = 0
         self.generated = 0
         self.max_length = options.max_length
-        self.stops = options.stop or ()
-        self.keep = max((len(s) for s in self.stops), default=0)
-        self.tail = ""
+        self.stops = StopMatcher(options.stop)
         self.logprobs = logprobs
 
 
@@ -101,11 +100,13 @@ class Batch:
         self._shape = (L, H, V)
         self._chars = model.vocab.chars
         C = max_batch
-        # per row: the step's buffers and the sampler's settings and streams
-        self._tok = np.zeros(C, np.int64)
-        self._logits = np.zeros((C, V), np.float32)
-        self._h = [np.zeros(L * C * H, np.float32) for _ in range(2)]  # [L, n, H] in the first L*n*H
-        self._cur = 0
+        # the step's buffers and engine (one for the batch's life: a slot's text must not depend
+        # on who ran which step), and the prefill runs' own core over the same engine
+        self._core = StepCore(model, C, self.engine)
+        self._pre = StepCore(model, C, self.engine)
+        self._tok = self._core.token
+        self._logits = self._core.logits
+        # per row: the sampler's settings and streams
         self._temperature = np.ones(C, np.float64)
         self._top_k = np.zeros(C, np.int32)
         self._top_p = np.ones(C, np.float64)
@@ -115,14 +116,6 @@ class Batch:
         self._rows: list[_Slot] = []
         self._row_of: dict[int, int] = {}
         self._ids = itertools.count()
-        self._bindings: dict[int, list] = {}  # onnxruntime IOBindings per row count
-        self._int8 = model.int8_step if self.engine == "chargen" else None
-        self._int8_scratch = self._int8.scratch(C) if self._int8 is not None else None
-        # the prefill runs' own buffers: a few rows gathered from the state, stepped, put back
-        self._p_tok = np.zeros(C, np.int64)
-        self._p_logits = np.zeros((C, V), np.float32)
-        self._p_h = [np.zeros(L * C * H, np.float32) for _ in range(2)]
-        self._p_bindings: dict[int, list] = {}
         self.steps = 0
 
     # ------------------------------------------------------------ slots
@@ -162,9 +155,10 @@ class Batch:
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little")
 
         n = len(self._rows)
-        self._resize(n, n + 1)
-        L, H, _ = self._shape
-        self._h_view(n + 1)[:, n] = 0.0
+        self._core.resize(n, n + 1)
+        h = self._core.state(n + 1)
+        h[:, n] = 0.0
+        self._core.set_state(n + 1, h)
         slot = _Slot(next(self._ids), ids, options, logprobs)
         self._rows.append(slot)
         self._row_of[slot.id] = n
@@ -213,10 +207,8 @@ class Batch:
             c = chars[t]
             s.generated += 1
             finish = None
-            if s.stops:
-                s.tail = (s.tail + c)[-s.keep:]
-                if any(s.tail.endswith(x) for x in s.stops):
-                    finish = "stop"
+            if s.stops.push(c):
+                finish = "stop"
             if finish is None and s.generated >= s.max_length:
                 finish = "length"
             if s.logprobs:
@@ -231,21 +223,7 @@ class Batch:
             self._run(len(self._rows))
         return events
 
-    # ------------------------------------------------------------ buffers
-    def _h_view(self, n: int, which: int | None = None) -> np.ndarray:
-        L, H, _ = self._shape
-        buf = self._h[self._cur if which is None else which]
-        return buf[: L * n * H].reshape(L, n, H)
-
-    def _resize(self, n_old: int, n_new: int) -> None:
-        """Lay the current state of rows < min(n_old, n_new) out as [L, n_new, H]."""
-        L = self._shape[0]
-        if L == 1 or n_old == 0:
-            return
-        keep = min(n_old, n_new)
-        rows = self._h_view(n_old)[:, :keep].copy()
-        self._h_view(n_new)[:, :keep] = rows
-
+    # ------------------------------------------------------------ rows
     def _remove(self, row: int) -> None:
         rows = self._rows
         last = len(rows) - 1
@@ -255,13 +233,11 @@ class Batch:
             moved = rows[last]
             rows[row] = moved
             self._row_of[moved.id] = row
-            h = self._h_view(last + 1)
-            h[:, row] = h[:, last]
-            for a in (self._tok, self._logits, self._temperature, self._top_k, self._top_p, self._sampling,
-                      self._rngs):
+            self._core.move_row(last, row, last + 1)
+            for a in (self._temperature, self._top_k, self._top_p, self._sampling, self._rngs):
                 a[row] = a[last]
         rows.pop()
-        self._resize(last + 1, last)
+        self._core.resize(last + 1, last)
 
     def _prefill(self, rows: list[_Slot]) -> None:
         """Extra runs over the slots still reading their prompts, up to prefill - 1 characters
@@ -273,56 +249,22 @@ class Batch:
                    if len(s.prompt) - s.pos >= 2]
         if not reading or len(reading) > max(1, len(rows) // 4):
             return
-        L, H, _ = self._shape
-        h = self._h_view(len(rows))
+        core, pre = self._core, self._pre
+        h = core.state(len(rows))
         for k in range(max(extra for _, extra in reading)):
             idx = [i for i, extra in reading if extra > k]
             m = len(idx)
-            self._p_tok[:m] = [rows[i].prompt[rows[i].pos] for i in idx]
-            h_in, h_out = (buf[: L * m * H].reshape(L, m, H) for buf in self._p_h)
-            np.take(h, idx, axis=1, out=h_in)
-            self._run_rows(m, self._p_tok, self._p_logits, self._p_h, 0, self._p_bindings)
-            h[:, idx] = h_out
+            pre.token[:m] = [rows[i].prompt[rows[i].pos] for i in idx]
+            pre.set_state(m, h[:, idx])
+            pre.run(m)
+            h[:, idx] = pre.state(m)
             for i in idx:
                 rows[i].pos += 1
+        core.set_state(len(rows), h)
 
     def _run(self, n: int) -> None:
-        self._run_rows(n, self._tok, self._logits, self._h, self._cur, self._bindings)
-        self._cur = 1 - self._cur
+        self._core.run(n)
         self.steps += 1
-
-    def _run_rows(self, n: int, tok, logits, h, i: int, bindings: dict) -> None:
-        """One graph run over the first n rows of these buffers, state h[i] -> h[1 - i]."""
-        L, H, _ = self._shape
-        h_in, h_out = (h[j][: L * n * H].reshape(L, n, H) for j in (i, 1 - i))
-        if self._int8 is not None:
-            self._int8.step(tok[:n], h_in, h_out, logits[:n], self._int8_scratch)
-        elif self.model.device == "cuda":
-            out_logits, out_h = self.model.session.run(None, {contract.INPUT_TOKEN: tok[:n], contract.INPUT_H: h_in})
-            logits[:n] = out_logits
-            h_out[...] = out_h
-        else:
-            pair = bindings.get(n)
-            if pair is None:
-                pair = bindings[n] = self._bind(n, tok, logits, h)
-            self.model.run_binding(pair[i])
-
-    def _bind(self, n: int, tok, logits, h) -> list:
-        """The two IOBindings of n rows (state A -> B and B -> A) over these buffers."""
-        L, H, _ = self._shape
-        OrtValue = self.model.ort.OrtValue
-        tok = OrtValue.ortvalue_from_numpy(tok[:n])
-        logits = OrtValue.ortvalue_from_numpy(logits[:n])
-        h = [OrtValue.ortvalue_from_numpy(h[j][: L * n * H].reshape(L, n, H)) for j in range(2)]
-        pair = []
-        for j in range(2):
-            b = self.model.session.io_binding()
-            b.bind_ortvalue_input(contract.INPUT_TOKEN, tok)
-            b.bind_ortvalue_input(contract.INPUT_H, h[j])
-            b.bind_ortvalue_output(contract.OUTPUT_LOGITS, logits)
-            b.bind_ortvalue_output(contract.OUTPUT_H, h[1 - j])
-            pair.append(b)
-        return pair
 
     def __repr__(self) -> str:
         return f"Batch(active={self.active}, capacity={self.capacity}, engine={self.engine!r})"

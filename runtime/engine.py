@@ -8,9 +8,8 @@ chargen's int8 step (csrc/int8_step.c, on its own threads: csrc/pool.c) runs the
 of an int8 model with onnxruntime's MatMulInteger weights (the export's default int8 kernel)
 in C: int8 products with the CPU's dot-product instructions, the gates, the float32 head.
 
-engine="auto" takes it on the CPU where it was measured faster than onnxruntime's int8 step, in a
-threaded build: for batches of up to AUTO_MAX_BATCH[kernel] streams, by the kernel that runs them
-(AVX-512 VNNI's matrix-vector kernel; AVX2's packed kernel, for the export's 7-bit weights);
+engine="auto" makes it wherever it can run, and for each batch size takes whichever of it and
+onnxruntime's int8 step measured faster on this machine (chargen.runtime.calibrate);
 model.engine_for(B) and Generator.engine say who runs a batch. engine="chargen" takes it wherever it can run and
 raises EngineError where it cannot (fp32, fp16, MatMulNBits, CUDA). The onnxruntime session
 is made either way: it is the reference, and runs what the step does not.
@@ -32,11 +31,6 @@ import numpy as np
 from chargen.runtime import contract
 
 CHECK_STEPS = 48
-# engine='auto' runs batches up to these sizes on chargen's step, by its kernel here, and larger
-# ones on onnxruntime (docs/engines.md): on AVX-512 VNNI the matrix-vector kernel, measured faster up
-# to batch 4 (onnxruntime's int8 GEMM from 8; the packed VNNI and AMX kernels are not measured yet);
-# on AVX2 the packed kernel for weights in [-64, 64], 1.05-1.6x onnxruntime from batch 1 to 128
-AUTO_MAX_BATCH = {"avx512vnni": 4, "avx2": 128}
 TOLERANCE = 1e-4  # max |difference| of logits and state against onnxruntime's step (measured < 5e-6)
 
 
@@ -57,49 +51,20 @@ def unsupported(device: str, metadata) -> str | None:
     return None
 
 
-def auto_kernel() -> str | None:
-    """The key of AUTO_MAX_BATCH that applies on this CPU and build, or None where chargen's int8
-    step was not measured faster than onnxruntime's (single-threaded builds, ARM, plain C)."""
-    from chargen.runtime import _int8
-
-    if not _int8.threaded():
-        return None
-    if _int8.kernel() == "avx512vnni":
-        return "avx512vnni"
-    packed = _int8.packed_kernel()
-    return "avx2" if packed is not None and packed[0] == "avx2" else None
-
-
-def fast_here() -> bool:
-    """Whether this CPU and build are where chargen's int8 step was measured faster than
-    onnxruntime's for some batch sizes (see auto_kernel)."""
-    return auto_kernel() is not None
-
-
-def auto_max_batch(step) -> int:
-    """The largest batch engine='auto' gives an Int8Step here: 0 where onnxruntime should run
-    every batch (AVX2 with weights past [-64, 64], where the packed kernel widens to 16 bits)."""
-    kernel = auto_kernel()
-    if kernel is None or (kernel == "avx2" and not step.narrow):
-        return 0
-    return AUTO_MAX_BATCH[kernel]
-
-
 def planned(engine: str, device: str, path) -> bool:
-    """Whether Model.load should open this model for chargen's int8 step. Then its onnxruntime
-    session (the reference the step is checked against, and what runs the larger batches under
-    'auto') gets its thread count given explicitly and intra-op spinning off: left to its
-    defaults, onnxruntime pins its threads to cores and keeps them spinning for ~50 ms after
-    each run, which stalls the step's own threads beside them."""
+    """Whether Model.load should make chargen's int8 step for this model: where it can run it
+    (an int8 model with MatMulInteger weights, on the CPU) and engine is 'chargen', or 'auto'
+    with calibration on (chargen.runtime.calibrate: 'auto' then measures both engines)."""
+    from chargen.runtime import calibrate
     from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
-    if engine == "onnxruntime" or device == "cuda":
+    if engine == "onnxruntime" or device == "cuda" or (engine == "auto" and calibrate.disabled()):
         return False
     try:
         metadata = read_metadata(path)
     except OnnxFileError:
         return False  # onnxruntime says what is wrong with the file
-    return unsupported("cpu", metadata) is None and (engine == "chargen" or fast_here())
+    return unsupported("cpu", metadata) is None
 
 
 def choose(model, engine: str, threads: int | None, planned_here: bool):

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from chargen.runtime import contract
+from chargen.runtime.core import StepCore
+from chargen.runtime.stops import StopMatcher
 
 _UNKNOWN_MODES = ("error", "skip")
 
@@ -162,65 +162,23 @@ class Generator:
         L, H, V = model.num_layers, model.hidden_size, model.vocab_size
         self._shape = (L, H, V)
         self._chars = model.vocab.chars
-        ort = model.ort
-        OrtValue = ort.OrtValue
-        session = model.session
-
-        # host buffers: the sampler reads logits and writes token in place
-        self._tok = np.zeros(B, np.int64)
-        self._logits = np.zeros((B, V), np.float32)
+        # the step core owns the buffers and the engine: the sampler reads its logits and writes
+        # the ids straight into its token buffer
+        self._core = core = StepCore(model, B)
+        self._tok = core.token
+        self._logits = core.logits
         self._logits_view = self._logits.view()
         self._logits_view.flags.writeable = False
-        self._on_cuda = model.device == "cuda"
-        self._graph = bool(self._on_cuda and model.cuda_graph)
-        self._run_options = [None, None]
-        # On CUDA every copy to or from the GPU holds this lock: with CUDA graphs, the model's
-        # lock, since a copy from another thread while one captures its graph breaks the capture
-        # ("operation not permitted when stream is capturing"); otherwise the generator's own.
-        self._lock = model.graph_lock if self._graph else threading.Lock()
-        if self._on_cuda:
-            # the hidden state never leaves the GPU; the token goes up and the logits come down
-            # through device buffers at fixed addresses, as CUDA graphs replay them
-            self._h = None
-            with self._lock:
-                self._h_ov = [OrtValue.ortvalue_from_shape_and_type([L, B, H], np.float32, "cuda", 0) for _ in range(2)]
-                zeros = np.zeros((L, B, H), np.float32)
-                for ov in self._h_ov:
-                    ov.update_inplace(zeros)
-                self._tok_ov = OrtValue.ortvalue_from_shape_and_type([B], np.int64, "cuda", 0)
-                self._tok_ov.update_inplace(self._tok)
-                self._logits_ov = OrtValue.ortvalue_from_shape_and_type([B, V], np.float32, "cuda", 0)
-            if self._graph:  # each binding (A->B, B->A) is its own captured graph with its own id
-                ids = model.graph_ids(2)
-                for i in range(2):
-                    ro = ort.RunOptions()
-                    ro.add_run_config_entry("gpu_graph_id", str(ids[i]))
-                    self._run_options[i] = ro
-        else:
-            self._h = [np.zeros((L, B, H), np.float32) for _ in range(2)]
-            self._h_ov = [OrtValue.ortvalue_from_numpy(a) for a in self._h]
-            self._tok_ov = OrtValue.ortvalue_from_numpy(self._tok)
-            self._logits_ov = OrtValue.ortvalue_from_numpy(self._logits)
-
-        self._bindings = []
-        for i in range(2):
-            b = session.io_binding()
-            b.bind_ortvalue_input(contract.INPUT_TOKEN, self._tok_ov)
-            b.bind_ortvalue_input(contract.INPUT_H, self._h_ov[i])
-            b.bind_ortvalue_output(contract.OUTPUT_LOGITS, self._logits_ov)
-            b.bind_ortvalue_output(contract.OUTPUT_H, self._h_ov[1 - i])
-            self._bindings.append(b)
-        # chargen's int8 step, where the model has it for this batch size, runs on the same host buffers
-        self.engine = model.engine_for(B)
-        self._int8_step = model.int8_step if self.engine == "chargen" else None
-        self._int8_scratch = self._int8_step.scratch(B) if self._int8_step is not None else None
-        self._cur = 0  # the h buffer that holds the current state
+        self.engine = core.engine
+        # benchmarks' hook: a callable given the nanoseconds of each step()'s sampler call (the
+        # run's are core.timer's); None costs nothing
+        self.sample_timer = None
         self._primed = False
         self._generated = 0
         self._steps = 0
         self._finished = [False] * B
         self._n_finished = 0
-        self._tails = [""] * B
+        self._set_tails([""] * B)
 
     # ------------------------------------------------------------ options
     def _set_options(self, options: GenerationOptions) -> None:
@@ -229,7 +187,13 @@ class Generator:
         self._top_p = options.top_p
         self._max_length = options.max_length
         self._stops = options.stop or ()
-        self._stop_keep = max((len(s) for s in self._stops), default=0)
+        tails = [m.tail for m in getattr(self, "_matchers", ())] or [""] * self.batch_size
+        self._matchers = [StopMatcher(self._stops) for _ in range(self.batch_size)]
+        self._set_tails(tails)
+
+    def _set_tails(self, tails) -> None:
+        for m, tail in zip(self._matchers, tails):
+            m.tail = tail[-m.keep:] if m.keep else ""
 
     def set_options(self, options: GenerationOptions) -> None:
         """Change temperature, top_k, top_p, max_length and stop from now on (not the seed:
@@ -264,31 +228,14 @@ class Generator:
 
     # ------------------------------------------------------------ graph runs
     def _run(self) -> None:
-        i = self._cur
-        if self._on_cuda:
-            with self._lock:
-                self._tok_ov.update_inplace(self._tok)
-                self.model.run_binding(self._bindings[i], self._run_options[i])
-                np.copyto(self._logits, self._logits_ov.numpy())
-        elif self._int8_step is not None:
-            self._int8_step.step(self._tok, self._h[i], self._h[1 - i], self._logits, self._int8_scratch)
-        else:
-            self.model.run_binding(self._bindings[i])
-        self._cur = 1 - i
+        self._core.run(self.batch_size)
         self._steps += 1
 
     def _get_h(self) -> np.ndarray:
-        if self._h is not None:
-            return self._h[self._cur]
-        with self._lock:
-            return self._h_ov[self._cur].numpy()
+        return self._core.state(self.batch_size)
 
     def _set_h(self, h: np.ndarray) -> None:
-        if self._h is not None:
-            self._h[self._cur][...] = h
-        else:
-            with self._lock:
-                self._h_ov[self._cur].update_inplace(np.ascontiguousarray(h, np.float32))
+        self._core.set_state(self.batch_size, h)
 
     def _require_primed(self) -> None:
         if not self._primed:
@@ -342,22 +289,15 @@ class Generator:
                 self._run()
                 if waiting:  # streams that have not started keep their state, exactly
                     h = self._get_h()
-                    if self._h is not None:
-                        h[:, waiting] = h_before
-                    else:
-                        h = h.copy()
-                        h[:, waiting] = h_before
-                        self._set_h(h)
+                    h[:, waiting] = h_before
+                    self._set_h(h)
             if idle_rows:
-                self._logits[idle_rows] = saved_logits
-                if self._on_cuda:
-                    with self._lock:
-                        self._logits_ov.update_inplace(self._logits)
+                self._core.set_logits(idle_rows, saved_logits)
             self._primed = True
         self._generated = 0
         self._finished = [False] * B
         self._n_finished = 0
-        self._tails = [""] * B
+        self._set_tails([""] * B)
 
     # ------------------------------------------------------------ stepping
     def step(self) -> list[str]:
@@ -365,7 +305,12 @@ class Generator:
         strings. Ignores max_length and stop (iteration and generate() honour them)."""
         if not self._primed:
             self._require_primed()
-        tok = self._sampler.sample_batch(self._logits, self._temperature, self._top_k, self._top_p, self._tok)
+        if self.sample_timer is None:
+            tok = self._sampler.sample_batch(self._logits, self._temperature, self._top_k, self._top_p, self._tok)
+        else:
+            t0 = time.perf_counter_ns()
+            tok = self._sampler.sample_batch(self._logits, self._temperature, self._top_k, self._top_p, self._tok)
+            self.sample_timer(time.perf_counter_ns() - t0)
         self._run()
         self._generated += 1
         chars = self._chars
@@ -373,39 +318,6 @@ class Generator:
         if self._stops:
             self._check_stops(out)
         return out
-
-    def step_split(self, n: int) -> tuple[float, float, float]:
-        """n step() calls with the graph run and the sampler call timed inside them: ns per
-        step of (the whole step, the graph run, the sampler); the rest is the Python around
-        the two calls, plus ~0.2 us of this timing. For benchmarks (gen bench, bench_runtime):
-        one loop of the real step gives all three parts, where subtracting parts timed in
-        other loops would put the machine's noise into the rest."""
-        clock, acc = time.perf_counter_ns, [0, 0]
-        run, sampler = self._run, self._sampler
-
-        def timed_run():
-            a = clock()
-            run()
-            acc[0] += clock() - a
-
-        class TimedSampler:
-            @staticmethod
-            def sample_batch(*args):
-                a = clock()
-                tok = sampler.sample_batch(*args)
-                acc[1] += clock() - a
-                return tok
-
-        self._run, self._sampler = timed_run, TimedSampler()
-        try:
-            a = clock()
-            for _ in range(n):
-                self.step()
-            total = clock() - a
-        finally:
-            del self._run  # the instance attribute shadowed the method
-            self._sampler = sampler
-        return total / n, acc[0] / n, acc[1] / n
 
     def step_ids(self) -> np.ndarray:
         """step(), returning the ids (int64 [B]; a buffer the next step overwrites)."""
@@ -437,17 +349,10 @@ class Generator:
         return out
 
     def _check_stops(self, chars: list[str]) -> None:
-        keep = self._stop_keep
-        for b, c in enumerate(chars):
-            if self._finished[b]:
-                continue
-            tail = (self._tails[b] + c)[-keep:]
-            self._tails[b] = tail
-            for s in self._stops:
-                if tail.endswith(s):
-                    self._finished[b] = True
-                    self._n_finished += 1
-                    break
+        for b, (c, m) in enumerate(zip(chars, self._matchers)):
+            if not self._finished[b] and m.push(c):
+                self._finished[b] = True
+                self._n_finished += 1
 
     def __iter__(self) -> Iterator[list[str]]:
         return self
@@ -496,7 +401,7 @@ class Generator:
             generated=self._generated,
             steps=self._steps,
             finished=tuple(self._finished),
-            tails=tuple(self._tails),
+            tails=tuple(m.tail for m in self._matchers),
             seed=self.seed,
             model_shape=self._shape,
         )
@@ -513,18 +418,15 @@ class Generator:
                 f"this generator has {self.batch_size} for {self._shape}"
             )
         self._set_h(state.h)
-        self._logits[...] = state.logits
+        self._core.set_logits(slice(None), state.logits)
         self._tok[...] = state.token
-        if self._on_cuda:
-            with self._lock:
-                self._logits_ov.update_inplace(self._logits)
         self._sampler.set_state(state.sampler)
         self._primed = state.primed
         self._generated = state.generated
         self._steps = state.steps
         self._finished = list(state.finished) if state.finished else [False] * self.batch_size
         self._n_finished = sum(self._finished)
-        self._tails = list(state.tails) if state.tails else [""] * self.batch_size
+        self._set_tails(state.tails or [""] * self.batch_size)
         self.seed = state.seed
 
     def reset(self) -> None:
@@ -536,7 +438,12 @@ class Generator:
         self._generated = 0
         self._finished = [False] * self.batch_size
         self._n_finished = 0
-        self._tails = [""] * self.batch_size
+        self._set_tails([""] * self.batch_size)
+
+    @property
+    def core(self) -> StepCore:
+        """The step core this generator runs on (its engine, buffers and run timer)."""
+        return self._core
 
     def __repr__(self) -> str:
         return (

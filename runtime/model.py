@@ -105,11 +105,14 @@ class Model:
             self.val_loss = None
         self.cuda_graph = cuda_graph
         self.ort = ort  # the onnxruntime module the session came from
-        # chargen's int8 step in C (chargen.runtime._int8.Int8Step), when load() chose it, and
-        # the largest batch it runs (None: all; engine='auto' leaves larger ones to onnxruntime)
+        # chargen's int8 step in C (chargen.runtime._int8.Int8Step), where load() made it; engine:
+        # 'onnxruntime' (the only engine here, or pinned), 'chargen' (pinned) or 'auto' (the two,
+        # chosen per batch size by chargen.runtime.calibrate)
         self.int8_step = None
-        self._int8_max_batch = None
         self.engine = "onnxruntime"
+        self.engine_asked = "auto"
+        self.threads = None
+        self._choices: dict = {}
         # CUDA graphs: every Generator binding gets its own captured graph (gpu_graph_id), and
         # replays are serialised (capture and replay from several threads are not documented safe)
         self.graph_lock = threading.Lock()
@@ -137,17 +140,16 @@ class Model:
         session_config: extra onnxruntime session config entries (e.g.
         {"session.intra_op.allow_spinning": "1"}), for measuring.
         engine: who runs the step: 'onnxruntime', 'chargen' (chargen's int8 step in C, for
-        int8 models on the CPU) or 'auto' (chargen's where it was measured faster: batches of up
-        to 4 streams on AVX-512 VNNI, up to 128 on AVX2 for the export's 7-bit weights); see
-        chargen.runtime.engine.AUTO_MAX_BATCH. model.engine says
-        whether the model has chargen's step, model.engine_for(B) who runs a batch of B.
+        int8 models on the CPU) or 'auto' (for each batch size, the one that measured faster on
+        this machine: chargen.runtime.calibrate). model.engine says which engines the model
+        has ('auto': both), model.engine_for(B) who runs a batch of B, model.choice(B) why.
 
         Raises ModelError (missing file, not ONNX, not a chargen model, unknown format
         version), DeviceError (device='cuda' where CUDA is not usable), EngineError
         (engine='chargen' where it cannot run), ImportError (onnxruntime not installed),
         ValueError (a bad argument)."""
         from chargen.runtime.contract import ENGINES
-        from chargen.runtime.engine import EngineError, auto_max_batch, choose, planned
+        from chargen.runtime.engine import EngineError, choose, planned
         from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
         if device not in DEVICES:
@@ -173,26 +175,18 @@ class Model:
             session, chosen, graph = _open_session(ort, path, so, device, cuda_graph)
             return cls._from_session(session, path=path, device=chosen, cuda_graph=graph, ort=ort)
 
-        int8 = planned(engine, device, path)
-        if not int8:
-            model = open_model(_session_options(ort, threads, session_config), device)
-            choose(model, engine, threads, int8)  # raises where engine='chargen' cannot run it
-            return model
-        # see chargen.runtime.engine.planned: onnxruntime's threads neither pinned nor spinning
-        model = open_model(_session_options(ort, threads or physical_cores(),
-                                            {"session.intra_op.allow_spinning": "0", **(session_config or {})}), "cpu")
+        model = open_model(_session_options(ort, threads, session_config), device)
+        model.threads = threads
+        model.engine_asked = engine
+        int8 = planned(engine, model.device, path)
         try:
-            model.int8_step = choose(model, engine, threads, int8)
+            model.int8_step = choose(model, engine, threads, int8)  # raises where 'chargen' cannot run it
         except EngineError:
             if engine == "chargen":
                 raise
-            # 'auto', and the step failed its check: onnxruntime, opened as asked
-            return open_model(_session_options(ort, threads, session_config), device)
-        limit = auto_max_batch(model.int8_step) if engine == "auto" else None
-        if limit == 0:  # 'auto', and this CPU's kernel was not measured faster for these weights
-            return open_model(_session_options(ort, threads, session_config), device)
-        model.engine = "chargen"
-        model._int8_max_batch = limit
+            model.int8_step = None  # 'auto', and the step failed its check: onnxruntime runs it all
+        if model.int8_step is not None:
+            model.engine = "chargen" if engine == "chargen" else "auto"
         return model
 
     @classmethod
@@ -248,9 +242,26 @@ class Model:
 
     def engine_for(self, batch_size: int) -> str:
         """Who runs the step of a Generator of batch_size streams: 'chargen' or 'onnxruntime'."""
-        if self.int8_step is None or (self._int8_max_batch is not None and batch_size > self._int8_max_batch):
-            return "onnxruntime"
-        return "chargen"
+        return self.choice(batch_size).engine
+
+    def choice(self, batch_size: int):
+        """Who runs a batch of batch_size streams and why (a chargen.runtime.calibrate.Choice):
+        under engine='auto', the first call for a batch size measures both engines here (or
+        reads the measurement from the user cache)."""
+        from chargen.runtime import calibrate
+
+        if self.int8_step is None:
+            if self.engine_asked == "onnxruntime":
+                return calibrate.Choice("onnxruntime", "pinned")
+            if self.engine_asked == "auto" and self.precision == "int8" and self.device == "cpu" and calibrate.disabled():
+                return calibrate.Choice("onnxruntime", "calibration off")
+            return calibrate.Choice("onnxruntime", "only engine")
+        if self.engine == "chargen":
+            return calibrate.Choice("chargen", "pinned")
+        got = self._choices.get(batch_size)
+        if got is None:
+            got = self._choices[batch_size] = calibrate.choose(self, batch_size)
+        return got
 
     def generator(self, options=None, batch_size: int = 1, **kwargs):
         """Generator(self, options, batch_size): see chargen.runtime.Generator."""

@@ -1,5 +1,10 @@
-"""OpenAI's Completions API, checked by hand: every bad field is a 400 naming the field and
-what it may be, in OpenAI's error shape. Tokens are characters here."""
+"""OpenAI's API as this server speaks it: the request that checks itself (every bad field a 400
+naming the field and what it may be), the errors in OpenAI's shape, the response bodies.
+Tokens are characters here.
+
+    req = CompletionRequest.parse(body, max_chars=4096, max_choices=320)   # or ApiError(400)
+    raise model_not_found("gpt-4", ["tiny", "q8"])                          # 404, code model_not_found
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,10 @@ def bad(param: str, message: str) -> ApiError:
 
 @dataclass(frozen=True)
 class CompletionRequest:
+    """A checked POST /v1/completions body (CompletionRequest.parse). model: the name asked
+    for, None where the body has none (the server's first model)."""
+
+    model: str | None
     prompts: list[str]
     prompt_is_list: bool
     max_tokens: int
@@ -49,6 +58,11 @@ class CompletionRequest:
     include_usage: bool
     logprobs: int | None
     unknown: str
+
+    @classmethod
+    def parse(cls, body, *, max_chars: int, max_choices: int) -> "CompletionRequest":
+        """See parse_completion."""
+        return parse_completion(body, max_chars=max_chars, max_choices=max_choices)
 
 
 def _is_int(x) -> bool:
@@ -100,6 +114,7 @@ def parse_completion(body, *, max_chars: int, max_choices: int) -> CompletionReq
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad("model", f"'model' must be a string, not {model!r}")
+    model = model or None  # "" as absent: the server's first model (as vLLM does)
 
     if "prompt" not in body or body["prompt"] is None:
         raise bad("prompt", "'prompt' is required: a string, or a list of strings")
@@ -192,29 +207,64 @@ def parse_completion(body, *, max_chars: int, max_choices: int) -> CompletionReq
         raise bad("suffix", "'suffix' is not supported by this server: leave it out")
 
     return CompletionRequest(
-        prompts=prompts, prompt_is_list=is_list, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        top_k=top_k, n=n, stop=stop, seed=seed, echo=echo, stream=stream, include_usage=include_usage,
+        model=model, prompts=prompts, prompt_is_list=is_list, max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, top_k=top_k, n=n, stop=stop, seed=seed, echo=echo, stream=stream, include_usage=include_usage,
         logprobs=logprobs, unknown=unknown,
     )
 
 
-def hold_back(text: str, stops: tuple[str, ...] | None) -> int:
-    """How many characters at the end of text could still be the start of a stop string
-    (a stream holds them back until the next character decides)."""
-    if not stops or not text:
-        return 0
-    longest = min(max(len(s) for s in stops) - 1, len(text))
-    for k in range(longest, 0, -1):
-        tail = text[-k:]
-        if any(s.startswith(tail) for s in stops):
-            return k
-    return 0
+# ---------------------------------------------------------------------- errors of the API
+def model_not_found(name: str, served) -> ApiError:
+    """404 for a `model` this server does not serve, naming the ones it does."""
+    names = ", ".join(repr(n) for n in served)
+    return ApiError(404, f"The model {name!r} does not exist on this server; it serves {names} "
+                         f"(GET /v1/models lists them).", param="model", code="model_not_found")
 
 
-def strip_stop(text: str, stops: tuple[str, ...] | None) -> str:
-    """text without the stop string it ends with (the longest that matches)."""
-    if stops:
-        for s in sorted(stops, key=len, reverse=True):
-            if text.endswith(s):
-                return text[: -len(s)]
-    return text
+def not_a_chat_model(name, served) -> ApiError:
+    """POST /v1/chat/completions: a 404 as OpenAI answers it for its completions-only models
+    (param 'model'), with a code a client can test (OpenAI's is null)."""
+    if isinstance(name, str) and name in served:
+        which = f"The model {name!r} completes text; it is not a chat model"
+    else:
+        which = f"This server's models ({', '.join(map(repr, served))}) complete text; they are not chat models"
+    return ApiError(404, f"{which}, so /v1/chat/completions is not supported. Send a 'prompt' to "
+                         "POST /v1/completions instead.", param="model", code="model_not_supported")
+
+
+def unavailable(message: str, retry: bool = True) -> ApiError:
+    return ApiError(503, message, code="unavailable", headers={"retry-after": "1"} if retry else None)
+
+
+def queue_full(max_queue: int, model: str) -> ApiError:
+    return ApiError(429, f"the server is busy: {max_queue} choices wait for a slot of {model!r} already; "
+                         "retry later", type="server_busy", code="queue_full", headers={"retry-after": "1"})
+
+
+def too_large(limit: int, size: int | None = None) -> ApiError:
+    what = f"the request body is {size} bytes, over the limit of {limit}" if size is not None else \
+        f"the request body is over the limit of {limit} bytes"
+    return ApiError(413, what, code="request_too_large")
+
+
+def unknown_characters(where: str, unknown, vocab) -> ApiError:
+    """400 for prompt characters the model's alphabet lacks (unknown: a Counter of them)."""
+    shown = ", ".join(f"{c!r} (x{n})" for c, n in unknown.most_common(10))
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    return ApiError(400, f"'{where}' has {sum(unknown.values())} character(s) not in the model's alphabet: "
+                         f"{shown}{more}. The model knows {len(vocab)} characters: {''.join(vocab.chars)!r}. "
+                         f"Remove them, or send \"unknown\": \"skip\" to drop them.",
+                    param="prompt", code="unknown_characters")
+
+
+# ---------------------------------------------------------------------- response bodies
+def model_card(name: str, model, *, created: int, engine: str, max_batch: int, max_chars: int) -> dict:
+    """OpenAI's model object, with what a client of a character model wants to know beside it."""
+    cfg = dict(model.config)
+    return {
+        "id": name, "object": "model", "created": created, "owned_by": "chargen",
+        "vocab_size": model.vocab_size, "layers": model.num_layers, "hidden_size": model.hidden_size,
+        "embedding_dim": cfg.get("embedding_dim"), "precision": model.precision, "engine": engine,
+        "device": model.device, "corpus": model.corpus or None, "val_loss": model.val_loss,
+        "max_batch": max_batch, "max_chars": max_chars,
+    }

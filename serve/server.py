@@ -10,7 +10,8 @@ import socket
 
 import uvicorn
 
-from chargen.serve.app import ServeConfig, create_app
+from chargen.serve.app import create_app
+from chargen.serve.config import ServeConfig
 
 log = logging.getLogger("chargen.serve")
 
@@ -94,11 +95,12 @@ class _Server(uvicorn.Server):
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
-def run(model, config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000,
+def run(models, config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000,
         sock: socket.socket | None = None, on_ready=None, log_level: str = "warning") -> None:
-    """Serve `model` until SIGTERM/SIGINT. on_ready(url) runs once it accepts requests."""
+    """Serve `models` (a Model, or several by name: see create_app) until SIGTERM/SIGINT.
+    on_ready(url) runs once it accepts requests."""
     config = config or ServeConfig()
-    app = create_app(model, config)
+    app = create_app(models, config)
     if sock is None:
         sock = bind(host, port)
     url = url_of(sock)

@@ -4,21 +4,24 @@
     make_model(path, precision="fp32" | "fp16" | "int8", layers=1, hidden=64, ...) -> Path  (a fixture)
     model_files["fp32" | "int8"]                                                     (one small model)
 
-The weights follow torch's default init (random_weights, benchmarks/graph_variants.py) with a
+The weights follow torch's default init (chargen.export.graph_variants.random_weights) with a
 sharpened head, so the distributions are not flat; rnn_scale=4 makes the recurrence chaotic. Trained models come
 from tests/export/conftest.py's checkpoints where a test needs them.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import os
+import tempfile
 
 import pytest
 
-# benchmarks/graph_variants.py (random weights, the step graphs that chargen does not ship) is
-# shared by the benchmarks and the tests: `import graph_variants` in any test folder.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# engine='auto' measures engines on first use (chargen.runtime.calibrate): tests do not depend on
+# what a measurement found, so it is off for every test and the subprocesses they start, and the
+# cache goes to a folder of this run (tests/runtime/test_calibrate.py turns it on where it is tested)
+os.environ["CHARGEN_NO_CALIBRATION"] = "1"
+os.environ["CHARGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chargen-cache-")
+
 
 from modelkit import model_file  # noqa: E402  (tests/modelkit.py)
 

@@ -18,7 +18,7 @@ def random_model(*, layers: int = 1, hidden: int = 64, embedding: int = 16, seed
     """(weights, config, vocab) of a random CharGRU: torch's default init (graph_variants.random_weights)
     with the head sharpened by head_scale so the distributions are not flat; rnn_scale=4 makes the
     recurrence chaotic."""
-    from graph_variants import random_weights
+    from chargen.export.graph_variants import random_weights
 
     from chargen.runtime import Vocab
 
@@ -35,7 +35,7 @@ def model_file(path, precision: str = "fp32", *, kernel: str = "dynamic", option
     `kernel`) and return its path. options: a graph_variants.GraphOptions for a graph written
     otherwise than the export writes it."""
     import onnx
-    from graph_variants import build_graph
+    from chargen.export.graph_variants import build_graph
 
     from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8

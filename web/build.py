@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the source checkout: csrc/ beside 
 WASM = Path(__file__).resolve().parent / "static" / "chargen.wasm"
 
 # The C of the module, in link order: the one list of them (csrc/ files, then web/'s glue).
-CSRC_SOURCES = ["int8_step.c", "int8_gemm.c", "pool.c", "gru_gates.c", "sampler.c"]
+CSRC_SOURCES = ["int8_matrix.c", "int8_matvec.c", "int8_gemm.c", "int8_step.c", "pool.c", "gru_gates.c", "sampler.c"]
 GLUE = "web/chargen_wasm.c"
 
 CLANG = "clang-14"

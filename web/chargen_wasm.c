@@ -1,6 +1,7 @@
 /*
  * chargen in WebAssembly: one generation stream of an int8 model on chargen's int8 step
- * (csrc/int8_step.c, built single-threaded: CHARGEN_NO_THREADS) and the C sampler
+ * (csrc/int8_step.c over int8_matvec.c's wasm-simd128 kernel, built single-threaded:
+ * CHARGEN_NO_THREADS) and the C sampler
  * (csrc/sampler.c), for the page and the JavaScript module of chargen.web (web/static/engine.js).
  *
  * The JavaScript side reads the .onnx file (web/static/onnx.js), copies each initializer's bytes
@@ -175,7 +176,7 @@ int EXPORT(cg_ready)(cg_model *c) {
     c->m.L = c->L, c->m.H = c->H, c->m.V = c->V;
     c->m.table = c->table, c->m.w_ih = c->w_ih, c->m.w_hh = c->w_hh, c->m.b_hh = c->b_hh;
     c->m.head_w = c->head_w, c->m.head_b = c->head_b, c->m.pool = NULL, c->m.threads = 1;
-    status = chargen_i8_check(&c->m);
+    status = chargen_i8_init(&c->m);
     if (status != CHARGEN_I8_OK) return status;
     if (!c->scratch) c->scratch = zalloc(chargen_i8_scratch_bytes(&c->m, 1));
     if (!c->scratch) return CG_NO_MEMORY;
@@ -258,5 +259,5 @@ int EXPORT(cg_sampler_draw)(cg_sampler *s, const float *logits, int V, double te
 
 const char *EXPORT(cg_status_str)(int status) { return chargen_status_str(status); }
 
-/* The kernel that runs the products: "wasm-simd128" in this build (csrc/int8_step.c). */
-const char *EXPORT(cg_kernel)(void) { return chargen_i8_kernel(); }
+/* The kernel that runs the products: "wasm-simd128" in this build (csrc/int8_matvec.c). */
+const char *EXPORT(cg_kernel)(void) { return chargen_i8_matvec_pick()->name; }

@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from chargen.cli import app  # noqa: E402
-from graph_variants import random_weights  # noqa: E402
+from chargen.export.graph_variants import random_weights  # noqa: E402
 
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import Vocab  # noqa: E402
@@ -137,6 +137,12 @@ CASES = [
     pytest.param("serve --model {model} --port 70000", "pipe", 1, "--port must be in [0, 65535]", marks=SERVE),
     pytest.param("serve --model {model} --port 0 --max-batch 0", "pipe", 1, "--max-batch must be >= 1", marks=SERVE),
     pytest.param("serve --model {dir}/missing.onnx --port 0", "pipe", 1, "missing.onnx", marks=SERVE),
+    pytest.param("serve --model {model} --model model={garbage_onnx} --port 0", "pipe", 1,
+                 "two models are named 'model'", marks=SERVE),
+    pytest.param("serve --model {model} --model ={model} --port 0", "pipe", 1, "the model name ''", marks=SERVE),
+    pytest.param("serve --model {model} --model q8={dir}/missing.onnx --port 0", "pipe", 1, "missing.onnx",
+                 marks=SERVE),
+    pytest.param("serve --model {model} --port 0 --grace -1", "pipe", 1, "--grace must be >= 0", marks=SERVE),
     pytest.param("serve --model {garbage_onnx} --port 0", "pipe", 1, "garbage.onnx", marks=SERVE),
     pytest.param("serve --model {model} --port 0", "closed", 1, CLOSED, marks=SERVE),
     pytest.param("serve --model {model} --port 0", "full", 1, FULL, marks=SERVE),

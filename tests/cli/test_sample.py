@@ -20,7 +20,7 @@ from typer.testing import CliRunner  # noqa: E402
 from chargen.cli import app  # noqa: E402
 
 from chargen.runtime import GenerationOptions, Generator, Model, _int8  # noqa: E402
-from chargen.runtime.bench import StepSplit, compare_bench  # noqa: E402
+from chargen.bench import StepSplit, compare_bench  # noqa: E402
 
 from modelkit import model_file  # noqa: E402
 
@@ -203,7 +203,7 @@ def test_bench_split_times_the_real_step_and_leaves_the_generator_as_it_was(mode
     for _ in range(40):
         plain.step()
     assert np.array_equal(timed.state().h, plain.state().h)
-    assert "_run" not in vars(timed) and type(timed._sampler).__name__ == "Sampler"
+    assert timed.core.timer is None and timed.sample_timer is None  # the hooks are off again
     assert timed.step() == plain.step()
 
 
@@ -228,6 +228,20 @@ def test_sample_engine_chargen_prints_what_onnxruntime_prints(int8_path):
     assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
     assert runs["chargen"].stdout == runs["onnxruntime"].stdout == runs["auto"].stdout
     assert len(runs["chargen"].stdout) >= 300
+
+
+def test_bench_says_what_auto_chose_for_each_batch_size_and_why(int8_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARGEN_NO_CALIBRATION", "0")
+    monkeypatch.setenv("CHARGEN_CACHE_DIR", str(tmp_path))
+    r = runner.invoke(app, ["bench", "-m", str(int8_path), "--seconds", "0.1", "--batch", "1", "--batch", "4",
+                            "--no-cold-start"])
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("1 ", "4 "))]
+    assert len(rows) == 2 and all("<- auto, measured: chargen " in row or "<- auto, measured: onnxruntime " in row
+                                  for row in rows), r.stdout
+    for row in rows:  # the engine that ran is the one its figures put first
+        ran, why = row.rsplit("  ", 1)[-1].split(" <- auto, measured: ")
+        assert ran.split()[0] == why.split()[0]
 
 
 def test_sample_engine_errors_are_one_line(model_path):

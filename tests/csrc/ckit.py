@@ -11,12 +11,13 @@ CSRC = Path(__file__).resolve().parents[2] / "csrc"
 CC = shutil.which("cc")
 
 
-def build(tmp_path: Path, sources: list[str], flags=(), *, cc: str | None = None) -> Path:
-    """cc -std=c99 -O2 -Wall -Wextra -Werror [flags] csrc/<sources> -lm: the program. Asserts that it
-    builds without even a warning (later flags win: -O3 after -O2)."""
+def build(tmp_path: Path, sources: list[str], flags=(), *, cc: str | None = None, csrc: Path = CSRC) -> Path:
+    """cc -std=c99 -O2 -Wall -Wextra -Werror [flags] csrc/<sources> -lm: the program (csrc: another
+    copy of the folder, e.g. one with a fault put in). Asserts that it builds without even a
+    warning (later flags win: -O3 after -O2)."""
     exe = tmp_path / Path(sources[-1]).stem
     cmd = [cc or CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *flags,
-           *(str(CSRC / s) for s in sources), "-lm", "-o", str(exe)]
+           *(str(csrc / s) for s in sources), "-lm", "-o", str(exe)]
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0 and built.stderr == "", f"{' '.join(cmd)}\n{built.stdout}{built.stderr}"
     return exe

@@ -1,7 +1,8 @@
 """csrc/ on 64-bit ARM: every C test cross-built with Debian's aarch64-linux-gnu-gcc and run under
 qemu-aarch64 (user-mode emulation), at the C tests' -O2 and at setup.py's -O3 -fno-trapping-math;
-chargen's int8 step on CPUs with and without dotprod and i8mm; the sampler draws the same ids as
-on this machine.
+chargen's int8 step on CPUs with and without dotprod and i8mm, every matrix-vector and packed
+kernel each CPU runs held to the plain loops bit for bit (and a fault put into a NEON packed
+kernel seen); the sampler draws the same ids as on this machine.
 
 Needs `apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user` (.ci/run installs them). Without them the
 tests fail where the CI variable is set (CI must not pass by skipping them) and are skipped,
@@ -23,9 +24,14 @@ QEMU = shutil.which("qemu-aarch64")
 SYSROOT = "/usr/aarch64-linux-gnu"  # libc6-dev-arm64-cross (comes with the compiler)
 INSTALL = "apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 
-# qemu's CPUs and the int8 kernel each gets: max has NEON, dotprod and i8mm; cortex-a76 NEON and
-# dotprod; cortex-a53 NEON only
-KERNELS = {"max": "neon-i8mm", "cortex-a76": "neon-dotprod", "cortex-a53": "neon"}
+# qemu's CPUs and the int8 kernels each runs: max has NEON, dotprod and i8mm; cortex-a76 and
+# neoverse-n1 NEON and dotprod; cortex-a53 NEON only. The step's matrix-vector kernel (the first),
+# every matrix-vector kernel the C test holds to the plain loops, and every packed one.
+KERNELS = {"max": "neon-i8mm", "cortex-a76": "neon-dotprod", "neoverse-n1": "neon-dotprod", "cortex-a53": "neon"}
+MATVEC = {"max": "neon-i8mm,neon-dotprod,neon,c", "cortex-a76": "neon-dotprod,neon,c",
+          "neoverse-n1": "neon-dotprod,neon,c", "cortex-a53": "neon,c"}
+PACKED = {"max": "neon-i8mm,neon-dotprod,c", "cortex-a76": "neon-dotprod,c", "neoverse-n1": "neon-dotprod,c",
+          "cortex-a53": "c"}
 CPUS = list(KERNELS)
 # the C tests' own flags (ckit: -O2), and setup.py's for the extensions' C files
 OPTS = {"O2": [], "setup": ["-O3", "-fno-trapping-math"]}
@@ -86,17 +92,52 @@ def test_gru_train(tmp_path, opt):
 
 
 def int8_sources() -> list[str]:
-    return ["int8_step.c", "int8_gemm.c", "pool.c", "gru_gates.c", "test_int8_step.c"]
+    return ["int8_matrix.c", "int8_matvec.c", "int8_gemm.c", "int8_step.c", "pool.c", "gru_gates.c", "test_int8_step.c"]
 
 
 @pytest.mark.parametrize("cpu", CPUS)
 @pytest.mark.parametrize("opt", OPTS, ids=list(OPTS))
 def test_int8_step(tmp_path, opt, cpu):
-    """Each ARM kernel, picked at run time by the CPU's features, gives the plain loops' results."""
+    """Each ARM kernel, picked at run time by the CPU's features, gives the plain loops' results;
+    so does every other kernel the CPU runs, matrix-vector and packed, alone and as the step's
+    product (wide and narrow weights, row and column tails: csrc/test_int8_step.c)."""
     out = cross_run(tmp_path, int8_sources(), ["-pthread", *OPTS[opt]], cpu)
     checks, failed = summary(out, "test_int8_step")
-    assert failed == 0 and checks >= 40, out
-    assert f"(kernel {KERNELS[cpu]}," in out
+    assert failed == 0 and checks >= 160, out
+    assert f"(kernel {KERNELS[cpu]}, threads 1, matvec {MATVEC[cpu]}, packed {PACKED[cpu]})" in out, out
+
+
+# Faults put into a copy of int8_gemm.c's NEON packed kernels, each of which the C test must see:
+# (kernel, the text, what it becomes)
+FAULTS = {
+    "sdot-no-offset": ("neon-dotprod", "NEON_WIDTH, X_OFFSET_SDOT, w,", "NEON_WIDTH, 0, w,"),
+    "sdot-wrong-lane": ("neon-dotprod", "a[r][1] = vdotq_laneq_s32(a[r][1], w1, xv[r], l);",
+                        "a[r][1] = vdotq_laneq_s32(a[r][1], w1, xv[r], (l) ^ 1);"),
+    "i8mm-outputs-swapped": ("neon-i8mm", "wv[1] = vreinterpretq_s8_s32(vzip2q_s32(lo0, lo1));",
+                             "wv[1] = vreinterpretq_s8_s32(vzip1q_s32(lo0, lo1));"),
+    "i8mm-odd-rows": ("neon-i8mm", "vst1q_s32(odd + 4, vreinterpretq_s32_s64(vzip2q_s64(a2, a3)));",
+                      "vst1q_s32(odd + 4, vreinterpretq_s32_s64(vzip1q_s64(a2, a3)));"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_int8_packed_fault_is_seen(tmp_path, fault):
+    """The C test fails a NEON packed kernel with a fault in it: the checks of that kernel's
+    products fail, those of every other kernel alone pass (the step's checks, which compare the
+    kernels with the picked one, may fail too where the fault is in the picked kernel)."""
+    kernel, text, broken = FAULTS[fault]
+    csrc = tmp_path / "csrc"
+    shutil.copytree(ckit.CSRC, csrc)
+    gemm = csrc / "int8_gemm.c"
+    source = gemm.read_text()
+    assert source.count(text) == 1, f"int8_gemm.c no longer has {text!r}: update FAULTS"
+    gemm.write_text(source.replace(text, broken))
+    ran = ckit.run(ckit.build(tmp_path, int8_sources(), ["-pthread"], cc=AARCH64_CC, csrc=csrc), qemu("max"), TIMEOUT)
+    checks, failed = summary(ran.stdout, "test_int8_step")
+    failures = [line for line in ran.stdout.splitlines() if line.startswith("FAILED")]
+    assert ran.returncode != 0 and failed > 0 and len(failures) == failed, ran.stdout
+    alone = [line for line in failures if line.startswith(("FAILED: packed ", "FAILED: matvec ", "FAILED: matmul "))]
+    assert alone and all(line.startswith(f"FAILED: packed {kernel} ") for line in alone), ran.stdout
 
 
 def test_int8_step_plain_c(tmp_path):

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from graph_variants import GraphOptions, build_graph
+from chargen.export.graph_variants import GraphOptions, build_graph
 
 from chargen.export import onnx_export
 from chargen.export.onnx_export import (

@@ -1,4 +1,4 @@
-"""The plain-op step graph, and the layouts of benchmarks/graph_variants.py, against a float64
+"""The plain-op step graph, and the layouts of export/graph_variants.py, against a float64
 numpy reference of torch's GRU equations (no torch)."""
 
 import json
@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from graph_variants import GraphOptions, build_graph, build_gru_op_graph, random_weights
+from chargen.export.graph_variants import GraphOptions, build_graph, build_gru_op_graph, random_weights
 
 from chargen.export.graph import GraphError, build_step_graph
 from chargen.runtime import contract

@@ -12,12 +12,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from graph_variants import GraphOptions, random_weights  # noqa: E402
+from chargen.export.graph_variants import GraphOptions, random_weights  # noqa: E402
 
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import EngineError, GenerationOptions, Generator, Model, Vocab  # noqa: E402
 from chargen.runtime import _int8, engine  # noqa: E402
-from chargen.runtime.model import physical_cores  # noqa: E402
 
 from modelkit import ALPHABET  # noqa: E402  (tiny-shakespeare's 65 characters)
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -142,26 +141,19 @@ def test_thread_count_does_not_change_a_bit(path):
     assert np.array_equal(logits[0], logits[1]) and np.array_equal(logits[0], logits[2])
 
 
-def test_auto_takes_it_where_it_was_measured_faster(path, tmp_path):
-    auto = Model.load(path, device="cpu")
-    assert auto.engine == ("chargen" if engine.fast_here() else "onnxruntime")
-    assert f"engine={auto.engine!r}" in repr(auto)
-    if auto.engine == "chargen":  # up to the batch size measured faster on this CPU's kernel, then onnxruntime
-        limit = engine.AUTO_MAX_BATCH[engine.auto_kernel()]
-        assert auto.int8_step.narrow or engine.auto_kernel() != "avx2"  # the export's weights are 7-bit
-        small, large = (Generator(auto, GenerationOptions(seed=1), batch_size=B) for B in (limit, limit + 1))
-        assert small.engine == "chargen" and large.engine == "onnxruntime"
-    else:
-        assert Generator(auto, GenerationOptions(seed=1), batch_size=2).engine == "onnxruntime"
-    if auto.engine == "chargen":  # onnxruntime's thread count given, so that it does not pin its threads
-        assert auto.session.get_session_options().intra_op_num_threads == physical_cores()
+def test_pinned_engines_and_models_with_one_engine(path, tmp_path):
     forced = Model.load(path, device="cpu", engine="chargen")
+    assert forced.engine == "chargen" and "engine='chargen'" in repr(forced)
     assert Generator(forced, batch_size=64).engine == "chargen"
+    assert forced.choice(64).source == "pinned"
+    theirs = Model.load(path, device="cpu", engine="onnxruntime")
+    assert theirs.int8_step is None and Generator(theirs, batch_size=2).engine == "onnxruntime"
     fp32 = tmp_path / "fp32.onnx"
     vocab = Vocab.from_text(ALPHABET)
     config = dict(vocab_size=len(vocab), embedding_dim=8, hidden_size=32, layers=1, dropout=0.0)
     onnx.save(build_step_graph(random_weights(len(vocab), 8, 32, 1), config, vocab), fp32)
-    assert Model.load(fp32, device="cpu").engine == "onnxruntime"
+    only = Model.load(fp32, device="cpu")
+    assert only.engine == "onnxruntime" and only.choice(4).source == "only engine"
     with pytest.raises(EngineError, match="engine='chargen' cannot run this model: it runs int8 models, and this one is fp32"):
         Model.load(fp32, device="cpu", engine="chargen")
     with pytest.raises(ValueError, match="engine must be one of auto, onnxruntime, chargen"):
@@ -175,7 +167,7 @@ def test_nbits_models_stay_with_onnxruntime(int8_model, tmp_path):
         Model.load(nbits, device="cpu", engine="chargen")
 
 
-def test_a_graph_that_is_not_its_weights_is_refused(int8_model, tmp_path):
+def test_a_graph_that_is_not_its_weights_is_refused(int8_model, tmp_path, monkeypatch):
     """The step is checked against the graph at every load: a graph that computes something
     else from the same weights (here its Tanh made a Sigmoid) is refused, and 'auto' falls
     back to onnxruntime."""
@@ -185,9 +177,10 @@ def test_a_graph_that_is_not_its_weights_is_refused(int8_model, tmp_path):
     onnx.save(m, path)
     with pytest.raises(EngineError, match="disagrees with onnxruntime"):
         Model.load(path, device="cpu", engine="chargen")
+    monkeypatch.setenv("CHARGEN_NO_CALIBRATION", "0")  # 'auto' makes the step, which fails its check
     model = Model.load(path, device="cpu")
-    assert model.engine == "onnxruntime"
-    assert model.session.get_session_options().intra_op_num_threads == 0  # reopened as asked
+    assert model.engine == "onnxruntime" and model.int8_step is None
+    assert model.choice(8).engine == "onnxruntime"
 
 
 def test_a_graph_written_otherwise_is_refused_by_name(int8_model, tmp_path):
@@ -225,10 +218,9 @@ def test_int8step_checks_its_arrays():
 
 
 @pytest.mark.parametrize("bound, narrow", [(64, True), (65, False), (127, False)])
-def test_int8step_knows_narrow_weights_and_auto_takes_avx2_only_for_them(bound, narrow):
+def test_int8step_knows_narrow_weights(bound, narrow):
     """Weights within [-64, 64] (the export's 7-bit int8) are 'narrow': AVX2's packed loop sums
-    their products in 16 bits exactly, and engine='auto' takes the step there; past it, the loop
-    widens to 16 bits first, and 'auto' leaves every batch to onnxruntime. Either way each stream
+    their products in 16 bits exactly; past it, the loop widens to 16 bits first. Either way each stream
     of a batch gets, bit for bit, what the unpacked step (the matrix-vector kernels) gives it alone."""
     H, V, B = 32, 5, 6
     rng = np.random.default_rng(bound)
@@ -240,8 +232,7 @@ def test_int8step_knows_narrow_weights_and_auto_takes_avx2_only_for_them(bound, 
                           head_b=np.zeros(V, np.float32), w_ih=[None],
                           w_hh=[(engine._aligned_rows(w), np.full(3 * H, 1e-3, np.float32))])
     assert step.narrow == narrow
-    if engine.auto_kernel() == "avx2":
-        assert engine.auto_max_batch(step) == (engine.AUTO_MAX_BATCH["avx2"] if narrow else 0)
+    if (_int8.packed_kernel() or ("",))[0] == "avx2":
         assert step.kernel_for(B) == "avx2 packed" + (" narrow" if narrow else "")
     h_in = rng.uniform(-1, 1, (1, B, H)).astype(np.float32)
     h_out, logits = np.zeros_like(h_in), np.zeros((B, V), np.float32)

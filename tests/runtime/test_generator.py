@@ -11,7 +11,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from graph_variants import random_weights  # noqa: E402
+from chargen.export.graph_variants import random_weights  # noqa: E402
 
 from chargen.export.graph import build_step_graph  # noqa: E402
 from chargen.runtime import GenerationOptions, Generator, Model, UnknownCharactersError, Vocab  # noqa: E402

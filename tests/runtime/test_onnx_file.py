@@ -178,7 +178,7 @@ def test_dims_unpacked_and_packed(tmp_path):
 @pytest.fixture(scope="module")
 def step_graphs():
     pytest.importorskip("onnxruntime")
-    from graph_variants import random_weights
+    from chargen.export.graph_variants import random_weights
 
     from chargen.export.graph import build_step_graph
     from chargen.export.onnx_export import quantize_int8

@@ -52,3 +52,12 @@ def key_server(tmp_path_factory, model_path):
     s = start(tmp_path_factory, model_path, "--api-key", "sekrit", "--cors-origin", "http://app.test", name="key")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def two_models_server(tmp_path_factory, models):
+    """One server, two models: the fp32 one under its stem ('tiny'), the int8 one as 'q8'
+    (--model NAME=PATH); engine auto, as a user starts it."""
+    s = start(tmp_path_factory, models[0], "--model", f"q8={models[1]}", "--max-chars", BIG, name="two")
+    yield s
+    s.stop()

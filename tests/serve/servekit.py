@@ -71,18 +71,22 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def metric(self, name: str, headers: dict | None = None) -> float:
-        """The value of an unlabelled Prometheus sample from /metrics."""
+    def metric(self, name: str, headers: dict | None = None, missing: float | None = None, **labels: str) -> float:
+        """A Prometheus sample from /metrics: the sum over the series of `name` whose labels
+        include `labels` (every model's, where no model is given). Where there is none:
+        `missing` if given (a counter before its first count), else KeyError."""
         text = httpx.get(self.url + "/metrics", timeout=5, headers=headers).text
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise KeyError(name)
+        try:
+            return metric_value(text, name, **labels)
+        except KeyError:
+            if missing is None:
+                raise
+            return missing
 
-    def wait_metric(self, name: str, value: float, timeout: float = 5.0) -> float:
+    def wait_metric(self, name: str, value: float, timeout: float = 5.0, **labels: str) -> float:
         deadline = time.monotonic() + timeout
         while True:
-            v = self.metric(name)
+            v = self.metric(name, **labels)
             if v == value or time.monotonic() > deadline:
                 return v
             time.sleep(0.02)
@@ -98,6 +102,17 @@ class ServerProcess:
         self.proc.stdout.close()
         self._log.close()
         return self.proc.returncode
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` in Prometheus text whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    if not found:
+        raise KeyError(f"{name}{labels or ''}")
+    return sum(found)
 
 
 def sse_events(lines) -> list:

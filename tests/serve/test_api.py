@@ -68,7 +68,7 @@ def test_models_health_metrics_page(server):
 
     complete(server.url, {"prompt": "A", "max_tokens": 5})
     text = httpx.get(server.url + "/metrics", timeout=TIMEOUT).text
-    for name in ("chargen_requests_total{status=\"200\"}", "chargen_generated_characters_total",
+    for name in ("chargen_requests_total{model=\"tiny\",status=\"200\"}", "chargen_generated_characters_total",
                  "chargen_active_slots", "chargen_queue_depth", "chargen_step_seconds_bucket",
                  "chargen_time_to_first_character_seconds_bucket"):
         assert name in text, name

@@ -1,4 +1,6 @@
-"""`gen bench`: how fast the runtime generates with a given model on this machine.
+"""`gen bench`: how fast the runtime generates with a given model on this machine. It lives
+beside the CLI, not in chargen.runtime (what apps embed), and times the step through the
+runtime's public hooks (StepCore.timer, Generator.sample_timer); benchmarks/ use its harness.
 
 Figures: chars/s at each batch size; each step split into graph run, sampler and the rest
 (the Python around them); cold start (import + load + first step, in a fresh process);
@@ -14,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from chargen.runtime import contract
 
 
@@ -22,53 +26,78 @@ class BenchError(RuntimeError):
 
 
 class StepSplit:
-    """Generator.step() with its graph run and its sampler call timed from inside
-    (Generator.step_split), so that one loop of the real step gives all three parts."""
+    """Generator.step() with its graph run and its sampler call timed from inside, through the
+    runtime's timing hooks (Generator.core.timer, Generator.sample_timer), so that one loop of
+    the real step gives all three parts; subtracting parts timed in other loops would put the
+    machine's noise into the rest."""
 
     def __init__(self, generator):
         self.generator = generator
 
     def run(self, n: int) -> tuple[float, float, float]:
         """n steps -> ns per step: (whole step, graph run, sampler)."""
-        return self.generator.step_split(n)
+        g, runs, samples = self.generator, [], []
+        g.core.timer, g.sample_timer = runs.append, samples.append
+        try:
+            a = time.perf_counter_ns()
+            for _ in range(n):
+                g.step()
+            total = time.perf_counter_ns() - a
+        finally:
+            g.core.timer = g.sample_timer = None
+        return total / n, sum(runs) / n, sum(samples) / n
 
 
-class _Meter:
-    """One generator's figures, slice by slice: chars/s of plain step() calls, and the per-step
-    split (graph run, sampler, the rest) from a StepSplit loop of the same step. Each slice times
-    a chunk of both loops and the best slice of each is kept, so a machine busy with other work
-    skews neither more."""
+class Timed:
+    """One contender: step() advances it; slices of steps are timed in turns with the others."""
 
-    def __init__(self, generator, seconds: float):
-        g = generator
-        self.batch_size = g.batch_size
-        self.step = g.step
-        self._split = StepSplit(g)
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < min(0.05, seconds / 10) or n < 3:  # warm-up; slice size
-            self.step()
-            n += 1
-        self.chunk = max(1, int(n * min(0.1, seconds / 10) / max(time.perf_counter() - t0, 1e-9)))
-        self.best_step = float("inf")
-        self.split = (float("inf"), 0.0, 0.0)  # ns per step: (whole, graph, sampler), best slice
+    def __init__(self, step, batch_size: int = 1):
+        self.step = step
+        self.batch_size = batch_size
+        self.slices: list[float] = []  # seconds per step, one entry a slice
         self.steps = 0
 
-    def slice(self) -> None:
-        clock, step, chunk = time.perf_counter_ns, self.step, self.chunk
-        a = clock()
-        for _ in range(chunk):
+    @property
+    def best(self) -> float:
+        return min(self.slices, default=float("inf"))
+
+    @property
+    def median(self) -> float:
+        # a neighbour that leaves the shared L3 for a moment flatters one slice; the median doesn't care
+        return float(np.median(self.slices)) if self.slices else float("inf")
+
+    def slice(self, n: int) -> None:
+        step = self.step
+        t0 = time.perf_counter()
+        for _ in range(n):
             step()
-        self.best_step = min(self.best_step, (clock() - a) / chunk)
-        self.split = min(self.split, self._split.run(chunk))
-        self.steps += 2 * chunk
+        self.slices.append((time.perf_counter() - t0) / n)
+        self.steps += n
+
+
+class Split(Timed):
+    """A Generator's step() timed with its graph run and sampler call split from inside
+    (StepSplit), so rest = step - graph - sampler comes from the same steps; best_split is the
+    slice with the fastest whole step."""
+
+    def __init__(self, generator):
+        self.split = StepSplit(generator)
+        super().__init__(generator.step, generator.batch_size)
+        self.best_split = (float("inf"), 0.0, 0.0)  # s per step: (whole, graph, sampler)
+
+    def slice(self, n: int) -> None:
+        whole, graph, sampler = (ns / 1e9 for ns in self.split.run(n))
+        self.slices.append(whole)
+        self.steps += n
+        self.best_split = min(self.best_split, (whole, graph, sampler))
 
     def result(self) -> dict:
-        whole, graph, sampler = (ns / 1e3 for ns in self.split)
+        whole, graph, sampler = (s * 1e6 for s in self.best_split)
         return {
             "batch_size": self.batch_size,
             "steps": self.steps,
-            "chars_per_s": self.batch_size / (self.best_step / 1e9),
-            "step_us": self.best_step / 1e3,
+            "chars_per_s": self.batch_size / self.best,
+            "step_us": self.best * 1e6,
             "split_step_us": whole,  # the timed loop's step: graph + sampler + rest
             "graph_us": graph,
             "sampler_us": sampler,
@@ -76,28 +105,46 @@ class _Meter:
         }
 
 
-# Idle time before each slice when models take turns. onnxruntime's intra-op threads keep
+# Idle time before each slice when contenders take turns. onnxruntime's intra-op threads keep
 # spinning after a run (measured: ~50 ms of CPU burnt after the last step, on the 2-core EPYC),
-# libgomp's (chargen's int8 step) 10-20 ms: without a pause, a slice shares the cores with the
-# previous model's spinning threads (measured: chargen's int8 step 83 us/step right after
+# chargen's int8 step's pool 10-20 ms: without a pause, a slice shares the cores with the
+# previous contender's spinning threads (measured: chargen's int8 step 83 us/step right after
 # onnxruntime's fp32 one against 39 us alone; the fp32 step 158 us right after chargen's
-# against 107 us). benchmarks/bench_runtime.py pauses as long.
+# against 107 us).
 SETTLE_S = 0.06
+
+
+def interleaved(contenders: dict, seconds: float, slice_s: float = 0.15, settle_s: float | None = None) -> None:
+    """Time every contender in turns (round-robin slices of about slice_s, each after settle_s of
+    idle where there are several), keeping the time of every slice of each: a machine shared
+    with other work then slows every contender alike. The one turn-taking harness of gen bench
+    and benchmarks/."""
+    if settle_s is None:
+        settle_s = SETTLE_S if len(contenders) > 1 else 0.0
+    chunks = {}
+    for name, c in contenders.items():  # warm-up, and a chunk size of about one slice
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min(0.05, slice_s) or n < 3:
+            c.step()
+            n += 1
+        chunks[name] = max(1, int(n * slice_s / max(time.perf_counter() - t0, 1e-9)))
+    deadline = time.perf_counter() + seconds * len(contenders)
+    while True:
+        for name, c in contenders.items():
+            if settle_s:
+                time.sleep(settle_s)
+                deadline += settle_s  # the budget is for timed work
+            c.slice(chunks[name])
+        if time.perf_counter() >= deadline:
+            return
 
 
 def _measure_in_turns(generators, seconds: float) -> list[dict]:
     """Each generator's figures from about `seconds` of slices, the generators taking turns, so
     that models compared in one run see the same machine."""
-    meters = [_Meter(g, seconds) for g in generators]
-    deadline = time.perf_counter() + seconds * len(meters)
-    while True:
-        for m in meters:
-            if len(meters) > 1:
-                time.sleep(SETTLE_S)
-                deadline += SETTLE_S
-            m.slice()
-        if time.perf_counter() >= deadline:
-            return [m.result() for m in meters]
+    contenders = {i: Split(g) for i, g in enumerate(generators)}
+    interleaved(contenders, seconds, slice_s=min(0.1, seconds / 10))
+    return [c.result() for c in contenders.values()]
 
 
 _COLD = r"""
@@ -217,7 +264,8 @@ def compare_bench(paths, *, device: str = "auto", threads: int | None = None, se
             generators.append(g)
         for report, run, g, model in zip(reports, _measure_in_turns(generators, seconds), generators, models):
             kernel = model.int8_step.kernel_for(int(B)) if g.engine == "chargen" else None
-            report["runs"].append({**run, "engine": g.engine, **({"kernel": kernel} if kernel else {})})
+            chosen = {"auto": model.choice(int(B)).describe()} if model.engine == "auto" else {}
+            report["runs"].append({**run, "engine": g.engine, **({"kernel": kernel} if kernel else {}), **chosen})
         del generators
     for report, model in zip(reports, models):
         peak = int8_peak(model, threads, seconds=min(0.3, seconds / 4))
@@ -275,6 +323,9 @@ def format_comparison(reports: list[dict]) -> str:
 
 
 def _engine(report: dict) -> str:
+    if report.get("engine") == "auto":
+        return ("auto: for each batch size the engine measured faster here (onnxruntime, or chargen's int8 step "
+                "in C: 'graph us' is then its step); each row says which, and from what")
     if report.get("engine") == "chargen":
         threads = report["threads"] or "one per CPU:"
         return f"chargen's int8 step in C ({threads} thread(s)) where a row says chargen ('graph us' is its step), else onnxruntime"
@@ -305,6 +356,8 @@ def format_report(report: dict) -> str:
                  f"{fractions}  engine")
     for r in report["runs"]:
         engine = r.get("engine", "onnxruntime") + (f" ({r['kernel']})" if r.get("kernel") else "")
+        if r.get("auto"):  # e.g. "chargen (measured: chargen 41,200, onnxruntime 30,100 chars/s)"
+            engine += " <- auto, " + r["auto"].split(" ", 1)[1].strip("()")
         cells = f" {r['product_of_peak']:>7.0%} {r['weights_of_read_rate']:>7.0%}" if peak else ""
         lines.append(
             f"{r['batch_size']:>6} {r['chars_per_s']:>12,.0f} {r['step_us']:>9.1f} {r['graph_us']:>9.1f} "

@@ -1,5 +1,5 @@
-"""Step graphs that chargen does not ship, and weights for graphs without training: for the
-benchmarks here and for the tests (tests/conftest.py puts this folder on sys.path).
+"""Step graphs that chargen does not ship, and weights for graphs without training: what the
+benchmarks (benchmarks/) and the tests share, so neither imports the other.
 
     GraphOptions, build_graph(weights, config, vocab, precision=..., options=...)
         the step written otherwise: unfolded b_hh, two recurrent MatMuls, Gemm gates, float16
