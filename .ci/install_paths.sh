@@ -16,8 +16,8 @@
 # 30-60 s of a 45-80 s install here), Python compiles what the commands import.
 #
 # Install lines checked (the README's Install table):
-#   (none)      gen --version; sample/eval/bench say chargen[cpu]; train/export say chargen[train];
-#               serve says chargen[serve]
+#   (none)      gen --version; gen web (the page's folder, chargen.wasm from the wheel's package data);
+#               sample/eval/bench say chargen[cpu]; train/export say chargen[train]; serve says chargen[serve]
 #   cpu         gen sample, gen eval --model, gen bench on every exported precision and kernel;
 #               train/export/eval --checkpoint say chargen[train], serve says chargen[serve];
 #               torch is not installed
@@ -174,6 +174,9 @@ PY
 
 check_base() {
     run "$WORK/version.log" gen --version
+    run "$WORK/web.log" gen web "$M/int8.onnx" "$WORK/site"
+    cmp "$WORK/site/chargen.wasm" "$ROOT/web/static/chargen.wasm" || die "gen web wrote another chargen.wasm than web/static's"
+    [[ -f $WORK/site/index.html && -f $WORK/site/int8.onnx ]] || die "gen web left out the page or the model"
     missing cpu gen sample -m "$M/fp32.onnx" --length 5
     missing cpu gen eval --model "$M/fp32.onnx" --data "$TEXT"
     missing cpu gen bench -m "$M/fp32.onnx" --seconds 0.1 --no-cold-start

@@ -487,6 +487,27 @@ def serve(
     run(models, config, sock=sock, on_ready=ready)
 
 
+# ---------------------------------------------------------------- web (chargen.web)
+@app.command()
+def web(
+    model: Annotated[Path, typer.Argument(help="The .onnx model to run in the page (int8 --int8-kernel dynamic, fp32 or fp16).")],
+    out: Annotated[Path, typer.Argument(help="The folder to write (new or empty; one gen web wrote before is overwritten).")],
+    onnxruntime_web: Annotated[Optional[Path], typer.Option(help="fp32 and fp16 models: an onnxruntime-web package folder (or its dist/) to take it from. Default: chargen's cache, filled once with npm pack.")] = None,
+):
+    """Write a static folder that generates in the browser tab: index.html, the model, chargen.js and chargen.wasm.
+
+    int8 models (--int8-kernel dynamic) run on chargen's int8 step in WebAssembly; fp32 and fp16 models on onnxruntime-web (pinned; put in the folder, about 15 MB).
+    Serve it from any static host, e.g. `python -m http.server -d OUT`; it loads nothing from another origin.
+    """
+    from chargen.web import WebError, write_folder
+
+    try:
+        folder = write_folder(model, out, onnxruntime_web)
+    except WebError as e:
+        fail(str(e))
+    typer.echo(f"{folder}/index.html: open it through a web server, e.g. python -m http.server -d {folder}")
+
+
 class _StdoutError(Exception):
     """stdout cannot take the output (a full disk, an I/O error); not an OSError, so no
     handler meant for the command's own files catches it on the way to main()."""

@@ -298,6 +298,61 @@ I8MM_TARGET static void dot4_i8mm(size_t K, const uint8_t *restrict x, size_t ld
 }
 #endif
 
+#if defined(__wasm_simd128__)
+/* WebAssembly SIMD128 (web/build.py's -msimd128): 16 bytes of x and of each weight row widened to
+ * int16 and multiplied into int32 pairs (i32x4.dot_i16x8_s: exact for any uint8 and int8), a tile
+ * of eight weight rows at a time so each widened x feeds eight products (measured ~15% faster
+ * than four in Node); over the rows' zero padding to a multiple of 16 (ldw is a multiple of 64):
+ * no tail */
+#include <wasm_simd128.h>
+#define CHARGEN_WASM_SIMD 1
+
+static INLINE int32_t hsum_wasm(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+static INLINE v128_t dot16_wasm(v128_t acc, v128_t xl, v128_t xh, const int8_t *w) {
+    const v128_t wv = wasm_v128_load(w);
+    acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(xl, wasm_i16x8_extend_low_i8x16(wv)));
+    return wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(xh, wasm_i16x8_extend_high_i8x16(wv)));
+}
+
+static void dot_wasm(size_t K, const uint8_t *restrict x, const int8_t *restrict w, size_t ldw, size_t rows,
+                     int32_t *restrict out) {
+    const size_t K16 = (K + 15) / 16 * 16;
+    size_t r = 0, k;
+    for (; r + 8 <= rows; r += 8) {
+        const int8_t *w0 = w + r * ldw;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (k = 0; k < K16; k += 16) {
+            const v128_t xv = wasm_v128_load(x + k);
+            const v128_t xl = wasm_u16x8_extend_low_u8x16(xv), xh = wasm_u16x8_extend_high_u8x16(xv);
+            a0 = dot16_wasm(a0, xl, xh, w0 + k);
+            a1 = dot16_wasm(a1, xl, xh, w0 + ldw + k);
+            a2 = dot16_wasm(a2, xl, xh, w0 + 2 * ldw + k);
+            a3 = dot16_wasm(a3, xl, xh, w0 + 3 * ldw + k);
+            a4 = dot16_wasm(a4, xl, xh, w0 + 4 * ldw + k);
+            a5 = dot16_wasm(a5, xl, xh, w0 + 5 * ldw + k);
+            a6 = dot16_wasm(a6, xl, xh, w0 + 6 * ldw + k);
+            a7 = dot16_wasm(a7, xl, xh, w0 + 7 * ldw + k);
+        }
+        out[r] = hsum_wasm(a0), out[r + 1] = hsum_wasm(a1), out[r + 2] = hsum_wasm(a2), out[r + 3] = hsum_wasm(a3);
+        out[r + 4] = hsum_wasm(a4), out[r + 5] = hsum_wasm(a5), out[r + 6] = hsum_wasm(a6), out[r + 7] = hsum_wasm(a7);
+    }
+    for (; r < rows; r++) {
+        v128_t a = wasm_i32x4_splat(0);
+        for (k = 0; k < K16; k += 16) {
+            const v128_t xv = wasm_v128_load(x + k);
+            a = dot16_wasm(a, wasm_u16x8_extend_low_u8x16(xv), wasm_u16x8_extend_high_u8x16(xv), w + r * ldw + k);
+        }
+        out[r] = hsum_wasm(a);
+    }
+}
+#else
+#define CHARGEN_WASM_SIMD 0
+#endif
+
 /* ------------------------------------------------------------------ the kernels */
 /* four x rows (at stride ldx) by TILE weight rows: out[b * TILE + r]; NULL where a kernel has none */
 typedef void dot4_fn(size_t K, const uint8_t *restrict x, size_t ldx, const int8_t *restrict w, size_t ldw,
@@ -358,6 +413,12 @@ DOTPROD_TARGET static void matvec_dotprod(const chargen_i8_matrix *w, size_t B, 
     matmul_tiles(dot_dotprod, dot4_dotprod, X_OFFSET_SDOT, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
 }
 #endif
+#if CHARGEN_WASM_SIMD
+static void matvec_wasm(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx, const float *a_scale,
+                        const int32_t *zero, float *y, size_t ldy, size_t t0, size_t t1) {
+    matmul_tiles(dot_wasm, NULL, 0, w, B, xq, ldx, a_scale, zero, y, ldy, t0, t1);
+}
+#endif
 #if CHARGEN_I8MM
 I8MM_TARGET static void matvec_i8mm(const chargen_i8_matrix *w, size_t B, const uint8_t *xq, size_t ldx,
                                     const float *a_scale, const int32_t *zero, float *y, size_t ldy, size_t t0,
@@ -383,6 +444,9 @@ static const chargen_i8_matvec_kernel KERNELS[] = {
 #if CHARGEN_NEON
     {"neon", matvec_neon},
 #endif
+#if CHARGEN_WASM_SIMD
+    {"wasm-simd128", matvec_wasm},
+#endif
     {"c", matvec_c},
 };
 
@@ -405,7 +469,7 @@ int chargen_i8_matvec_usable(const chargen_i8_matvec_kernel *k) {
 #if CHARGEN_DOTPROD
     if (k->product == matvec_dotprod) return cpu_dotprod();
 #endif
-    return 1; /* NEON (every aarch64 CPU), plain C */
+    return 1; /* NEON (every aarch64 CPU), WebAssembly SIMD128 (every engine that ran the module), plain C */
 }
 
 const chargen_i8_matvec_kernel *chargen_i8_matvec_pick(void) {

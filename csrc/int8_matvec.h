@@ -11,6 +11,7 @@
  *   "neon-i8mm"     USDOT; four rows by eight outputs of USMMLA in batches
  *   "neon-dotprod"  SDOT on x - 128 (int8_cpu.h); four rows by eight outputs in batches
  *   "neon"          widening multiply-adds (vmlal), exact for any uint8 and int8
+ *   "wasm-simd128"  WebAssembly SIMD128 (-msimd128): 16 bytes widened to int16, i32x4.dot_i16x8_s
  *   "c"             plain loops (on every CPU)
  * x86's picked with __builtin_cpu_supports, aarch64's from getauxval(AT_HWCAP/AT_HWCAP2).
  */

@@ -131,7 +131,50 @@ def create_app(models, config: ServeConfig | None = None) -> FastAPI:
     async def playground():
         return HTMLResponse(page)
 
+    # gen web's in-browser page beside the server-backed one (GET /web/): for the first model,
+    # where the page runs it on chargen.wasm (int8, --int8-kernel dynamic), and only without an
+    # API key, since the page hands the model file itself to the browser
+    web = _web_files(serving.default.model) if config.api_key is None else {}
+    if web:
+        @app.get("/web/")
+        async def web_page():
+            return Response(web["index.html"][0], media_type=web["index.html"][1])
+
+        @app.get("/web/{name}")
+        async def web_file(name: str):
+            if name not in web:
+                raise ApiError(404, f"no route /web/{name}", code="not_found")
+            body, media_type = web[name]
+            return Response(body, media_type=media_type)
+
     return app
+
+
+_MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".wasm": "application/wasm",
+                ".onnx": "application/octet-stream"}
+
+
+def _web_files(model) -> dict[str, tuple[bytes, str]]:
+    """{name: (bytes, media type)} of gen web's folder for this model, read once; {} where the page
+    cannot run it here (not an int8 dynamic model, or chargen.web not installed)."""
+    try:
+        from chargen.web import PAGE_FILES, STATIC, WebError, check_model
+    except ImportError:
+        return {}
+    try:
+        meta = check_model(model.path)
+        if meta.get("chargen.precision") != "int8":
+            return {}  # fp32 and fp16 need onnxruntime-web, which only a gen web folder carries
+        name = model.path.name
+        if not name.endswith(".onnx") or any(c in name for c in '"<>&/?#% ') or name in PAGE_FILES:
+            return {}  # a name the page could not take as it is
+        files = {f: (STATIC / f).read_bytes() for f in PAGE_FILES}
+        files["index.html"] = files["index.html"].replace(b"__MODEL__", name.encode("utf-8"))
+        files[name] = model.path.read_bytes()
+    except (WebError, OSError) as e:
+        log.info("no in-browser page at /web/: %s", e)
+        return {}
+    return {f: (body, _MEDIA_TYPES.get(Path(f).suffix, "application/octet-stream")) for f, body in files.items()}
 
 
 def _playground() -> str:

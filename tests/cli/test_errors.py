@@ -43,11 +43,16 @@ def files(tmp_path_factory) -> dict[str, str]:
     vocab = Vocab.from_text(text)
     config = dict(vocab_size=len(vocab), embedding_dim=8, hidden_size=16, layers=1, dropout=0.0)
     onnx.save(build_step_graph(random_weights(len(vocab), 8, 16, 1, seed=1), config, vocab), d / "model.onnx")
+    from chargen.export.onnx_export import quantize_int8
+
+    int8 = build_step_graph(random_weights(len(vocab), 8, 16, 1, seed=1), config, vocab, precision="int8")
+    onnx.save(quantize_int8(int8), d / "int8.onnx")
     run = d / "run"
     r = gen(f"train --data {d / 'small.txt'} --out {run} {TINY} --max-steps 2 --eval-interval 2")
     assert r.returncode == 0, r.stderr
     names = {"small": "small.txt", "one": "one.txt", "ten": "ten.txt", "latin1": "latin1.txt", "run": "run",
-             "garbage_onnx": "garbage.onnx", "garbage_pt": "garbage.pt", "plain_onnx": "plain.onnx", "model": "model.onnx"}
+             "garbage_onnx": "garbage.onnx", "garbage_pt": "garbage.pt", "plain_onnx": "plain.onnx", "model": "model.onnx",
+             "int8": "int8.onnx"}
     return {"dir": str(d), **{key: str(d / name) for key, name in names.items()}}
 
 
@@ -141,6 +146,14 @@ CASES = [
     pytest.param("serve --model {garbage_onnx} --port 0", "pipe", 1, "garbage.onnx", marks=SERVE),
     pytest.param("serve --model {model} --port 0", "closed", 1, CLOSED, marks=SERVE),
     pytest.param("serve --model {model} --port 0", "full", 1, FULL, marks=SERVE),
+    # web
+    ("web {dir}/missing.onnx {dir}/site-1", "pipe", 1, "no such model file"),
+    ("web {garbage_onnx} {dir}/site-2", "pipe", 1, "garbage.onnx"),
+    ("web {plain_onnx} {dir}/site-3", "pipe", 1, "not a chargen model"),
+    ("web {model} {small}", "pipe", 1, "exists and is not a folder"),
+    ("web {int8} {dir}", "pipe", 1, "the folder has files of its own"),
+    ("web {int8} {dir}/site-4", "full", 1, FULL),
+    ("web {int8} {dir}/site-5", "closed", 1, CLOSED),
     # the app itself
     ("--version", "full", 1, FULL),
     ("nonsense", "pipe", 2, "No such command 'nonsense'"),
