@@ -97,7 +97,10 @@ async def soak(url: str, pid: int, seconds: float, clients: int, seed: int) -> d
              "characters": 0, "errors": []}
     rss: list[tuple[float, float]] = []
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    # idle connections expire on the client's side first (gen serve keeps them 5 s): with equal
+    # times a request can go out on a connection the server is closing (a ReadError that says
+    # nothing about the server)
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8, keepalive_expiry=2.0)
 
     def count(status: int) -> None:
         stats["requests"] += 1
@@ -107,6 +110,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int, seed: int) -> d
         async def client(k: int) -> None:
             r = random.Random(seed * 1000 + k)
             while time.monotonic() < deadline:
+                kind = "malformed"
                 try:
                     if r.random() < 0.05:
                         body, what = MALFORMED[r.randrange(len(MALFORMED))]
@@ -119,6 +123,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int, seed: int) -> d
                         continue
                     body = {"prompt": "ROMEO: " if r.random() < 0.5 else "JULIET:\nO ", "seed": r.randrange(2**32),
                             "max_tokens": r.randint(20, 400), "temperature": 0.8}
+                    kind = "whole"
                     if r.random() < 0.25:
                         resp = await http.post(url + "/v1/completions", json=body)
                         count(resp.status_code)
@@ -126,6 +131,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int, seed: int) -> d
                             stats["characters"] += len(resp.json()["choices"][0]["text"])
                         continue
                     leave = r.random() < 1 / 3
+                    kind = "stream, leaving" if leave else "stream"
                     stop_after = r.randint(1, 6)
                     async with http.stream("POST", url + "/v1/completions", json={**body, "stream": True}) as resp:
                         count(resp.status_code)
@@ -138,7 +144,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int, seed: int) -> d
                                 stats["left_mid_stream"] += 1
                                 break  # leaving the block closes the connection mid-stream
                 except (httpx.HTTPError, ValueError) as e:
-                    stats["errors"].append(f"{type(e).__name__}: {e}"[:200])
+                    stats["errors"].append(f"{kind}: {type(e).__name__}: {e!r}"[:200])
 
         async def sampler() -> None:
             t0 = time.monotonic()
