@@ -88,6 +88,27 @@ def tutorial_models(folder: Path) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------- the server
+def spawn(cmd: list[str], log) -> tuple[subprocess.Popen, str]:
+    """Start `gen serve ... --port 0` (its stderr to the file log) and read its URL from the
+    line it prints once it listens; SystemExit with its log if it does not start in 2 minutes."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+    deadline = time.monotonic() + 120
+    line = b""
+    while time.monotonic() < deadline and not line.endswith(b"\n"):
+        r, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if r:
+            b = os.read(proc.stdout.fileno(), 1)
+            if not b:
+                break
+            line += b
+        elif proc.poll() is not None:
+            break
+    if not line.endswith(b"\n"):
+        log.seek(0)
+        raise SystemExit(f"gen serve did not start: {log.read().decode(errors='replace')}")
+    return proc, line.decode().split()[2]
+
+
 class Server:
     def __init__(self, model: Path, args):
         cmd = [sys.executable, "-m", "chargen.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
@@ -96,22 +117,7 @@ class Server:
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
-        deadline = time.monotonic() + 120
-        line = b""
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
-            elif self.proc.poll() is not None:
-                break
-        if not line.endswith(b"\n"):
-            self.log.seek(0)
-            raise SystemExit(f"gen serve did not start: {self.log.read().decode(errors='replace')}")
-        self.url = line.decode().split()[2]
+        self.proc, self.url = spawn(cmd, self.log)
         import httpx
 
         self.card = httpx.get(self.url + "/v1/models", timeout=30).json()["data"][0]

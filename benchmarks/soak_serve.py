@@ -23,16 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import spawn, tutorial_models  # noqa: E402  (benchmarks/bench_serve.py)
 
 MALFORMED = [  # (body bytes, what it tests)
     (b'{"prompt": "ROMEO: ", "max_tokens": ', "truncated JSON"),
@@ -63,20 +64,7 @@ class Server:
         cmd = [sys.executable, "-m", "chargen.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
                "--port", "0", "--device", "cpu", "--max-batch", str(max_batch), "--max-queue", "256", *extra]
         self.log = tempfile.NamedTemporaryFile(prefix="soak-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
-        line, deadline = b"", time.monotonic() + 120
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
-            elif self.proc.poll() is not None:
-                break
-        if not line.endswith(b"\n"):
-            raise SystemExit(f"gen serve did not start:\n{self.log_text()}")
-        self.url = line.decode().split()[2]
+        self.proc, self.url = spawn(cmd, self.log)
 
     def log_text(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -193,9 +181,6 @@ def main() -> None:
 
     model = args.model
     if model is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_serve import tutorial_models
-
         model = tutorial_models(Path(tempfile.mkdtemp(prefix="soak-")))[1]
     server = Server(model, args.clients, args.server_arg)
     try:
