@@ -253,13 +253,14 @@ async def _chain(url: str, clients: int, chars: int, seconds: float) -> dict:
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     total, n = 0, 0
+    texts = prompts(clients)
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10), limits=limits) as client:
         async def one(k: int):
             nonlocal total, n
             i = 0
             while time.monotonic() < deadline:
-                body = {"prompt": prompts(k + 1)[k], "max_tokens": chars, "seed": k * 100_000 + i, "temperature": 0.8,
+                body = {"prompt": texts[k], "max_tokens": chars, "seed": k * 100_000 + i, "temperature": 0.8,
                         "stream": True}
                 async with client.stream("POST", url + "/v1/completions", json=body) as r:
                     r.raise_for_status()

@@ -96,8 +96,7 @@ class Batch:
         self.capacity = max_batch
         self.prefill = prefill
         self.engine = model.engine_for(max_batch)
-        L, H, V = model.num_layers, model.hidden_size, model.vocab_size
-        self._shape = (L, H, V)
+        V = model.vocab_size
         self._chars = model.vocab.chars
         C = max_batch
         # the step's buffers and engine (one for the batch's life: a slot's text must not depend

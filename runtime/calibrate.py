@@ -61,12 +61,18 @@ def disabled() -> bool:
     return os.environ.get(NO_CALIBRATION_ENV, "").strip() not in ("", "0")
 
 
-def cache_path() -> Path:
+def cache_dir() -> Path:
+    """chargen's user cache: $CHARGEN_CACHE_DIR, else $XDG_CACHE_HOME/chargen, else ~/.cache/chargen
+    (calibration.json here; gen web's onnxruntime-web files too)."""
     folder = os.environ.get(CACHE_ENV)
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         folder = os.path.join(base, "chargen")
-    return Path(folder) / "calibration.json"
+    return Path(folder)
+
+
+def cache_path() -> Path:
+    return cache_dir() / "calibration.json"
 
 
 def cpu_name() -> str:

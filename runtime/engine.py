@@ -93,22 +93,31 @@ def _aligned_rows(w_t: np.ndarray) -> np.ndarray:
     return rows
 
 
-def build(model, threads: int | None, packed: bool = True):
-    """An Int8Step from the model file's weights (packed: with the batched product's copy of
-    them, where the CPU has a packed kernel). Raises EngineError."""
-    from chargen.runtime import _int8
+def read_int8_weights(path, layers: int) -> dict:
+    """The initializers of an int8 (MatMulInteger) model file that chargen's int8 step runs on,
+    by the names export/graph.py gives them (the optional biases may be absent). Raises
+    EngineError: an unreadable file, or one that is not chargen's int8 step graph."""
     from chargen.runtime.onnx_file import OnnxFileError, read_initializers
 
-    L, H = model.num_layers, model.hidden_size
-    names = contract.int8_weight_names(L)
+    names = contract.int8_weight_names(layers)
     try:
-        w = read_initializers(model.path, names)
+        w = read_initializers(path, names)
     except OnnxFileError as e:
         raise EngineError(str(e)) from None
     optional = {n for n in names if n.startswith(("gh_rz_", "gi_l")) and n.endswith("_b")}
     missing = [n for n in names if n not in w and n not in optional]
     if missing:
-        raise EngineError(f"{model.path}: not chargen's int8 step graph (no initializer {missing[0]!r})")
+        raise EngineError(f"{path}: not chargen's int8 step graph (no initializer {missing[0]!r})")
+    return w
+
+
+def build(model, threads: int | None, packed: bool = True):
+    """An Int8Step from the model file's weights (packed: with the batched product's copy of
+    them, where the CPU has a packed kernel). Raises EngineError."""
+    from chargen.runtime import _int8
+
+    L, H = model.num_layers, model.hidden_size
+    w = read_int8_weights(model.path, L)
 
     def matrix(base: str, bias: str | None):
         q, scale, zero = (w[base + s] for s in ("_quantized", "_scale", "_zero_point"))

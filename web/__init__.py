@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -31,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 from chargen.runtime import contract
-from chargen.runtime.onnx_file import OnnxFileError, read_initializers, read_metadata
+from chargen.runtime.engine import EngineError, read_int8_weights
+from chargen.runtime.onnx_file import OnnxFileError, read_metadata
 
 __all__ = ["STATIC", "PAGE_FILES", "ORT_WEB_VERSION", "ORT_WEB_FILES", "WebError", "onnxruntime_web", "write_folder"]
 
@@ -74,22 +74,17 @@ def check_model(path: Path) -> dict[str, str]:
         layers = int(json.loads(config)["layers"])
     except (ValueError, KeyError, TypeError):
         raise WebError(f"{path}: its {contract.META_CONFIG} metadata is not a model config") from None
-    names = contract.int8_weight_names(layers)
     try:
-        weights = read_initializers(path, names)
-    except OnnxFileError as e:
+        read_int8_weights(path, layers)
+    except EngineError as e:
         raise WebError(str(e)) from None
-    optional = {n for n in names if n.startswith(("gh_rz_", "gi_l")) and n.endswith("_b")}
-    missing = [n for n in names if n not in weights and n not in optional]
-    if missing:
-        raise WebError(f"{path}: not chargen's int8 step graph (no initializer {missing[0]!r})")
     return meta
 
 
 def _cache() -> Path:
-    root = os.environ.get("CHARGEN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
-                                                          "chargen")
-    return Path(root) / f"onnxruntime-web-{ORT_WEB_VERSION}"
+    from chargen.runtime.calibrate import cache_dir
+
+    return cache_dir() / f"onnxruntime-web-{ORT_WEB_VERSION}"
 
 
 def _from_folder(folder: Path) -> Path:
@@ -143,7 +138,7 @@ def _from_npm(cache: Path) -> Path:
 
 def onnxruntime_web(source=None) -> Path:
     """A folder holding ORT_WEB_FILES of onnxruntime-web ORT_WEB_VERSION: from `source` (an
-    onnxruntime-web package folder or its dist/), else chargen's cache (CHARGEN_CACHE, or
+    onnxruntime-web package folder or its dist/), else chargen's user cache (CHARGEN_CACHE_DIR, or
     ~/.cache/chargen), filled once from npm. Raises WebError."""
     if source is not None:
         return _from_folder(Path(source))
