@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -38,6 +39,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from loadgen import Connection, host_port
 
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 WORDS = "the king and queen of rome said to his lord that all is well but who will come no".split()
@@ -130,35 +133,58 @@ class Server:
             self.proc.kill()
 
 
-async def _clients(url: str, reqs: list[dict], deadline: float) -> dict:
-    import httpx
+class _Httpx:
+    """httpx's AsyncClient behind loadgen.Connection's stream() (--client httpx)."""
 
-    limits = httpx.Limits(max_connections=len(reqs) + 4, max_keepalive_connections=len(reqs) + 4)
+    def __init__(self, client, url: str):
+        self.client, self.url = client, url
+
+    async def stream(self, path: str, body: dict):
+        async with self.client.stream("POST", self.url + path, json={**body, "stream": True}) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    text = "".join(c["text"] for c in json.loads(line[6:])["choices"])
+                    if text:
+                        yield time.perf_counter(), text
+
+
+@contextlib.asynccontextmanager
+async def connections(kind: str, url: str, n: int):
+    """n clients' connections: loadgen's (one keep-alive connection each) or httpx's pool."""
+    if kind == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10), limits=limits) as client:
+            yield [_Httpx(client, url)] * n
+        return
+    host, port = host_port(url)
+    conns = [await Connection.open(host, port) for _ in range(n)]
+    try:
+        yield conns
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def _clients(url: str, reqs: list[dict], deadline: float, kind: str = "lean") -> dict:
     ttfc, gaps, chars = [], [], 0
-    timeout = httpx.Timeout(max(5.0, deadline - time.monotonic() + 5), connect=10)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        async def one(body):
+    async with connections(kind, url, len(reqs)) as conns:
+        async def one(conn, body):
             nonlocal chars
             t0 = time.perf_counter()
             last = None
-            async with client.stream("POST", url + "/v1/completions", json={**body, "stream": True}) as r:
-                r.raise_for_status()
-                async for line in r.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    text = json.loads(line[6:])["choices"][0]["text"]
-                    if not text:
-                        continue
-                    now = time.perf_counter()
-                    if last is None:
-                        ttfc.append(now - t0)
-                    else:
-                        gaps.append((now - last) / len(text))
-                    last = now
-                    chars += len(text)
+            async for now, text in conn.stream("/v1/completions", body):
+                if last is None:
+                    ttfc.append(now - t0)
+                else:
+                    gaps.append((now - last) / len(text))
+                last = now
+                chars += len(text)
 
         t0 = time.perf_counter()
-        tasks = [asyncio.ensure_future(one(b)) for b in reqs]
+        tasks = [asyncio.ensure_future(one(c, b)) for c, b in zip(conns, reqs)]
         done, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
         for t in pending:
             t.cancel()
@@ -247,26 +273,19 @@ def cpu_words(cpu: dict) -> str:
 
 
 # ---------------------------------------------------------------------- the other phases
-async def _chain(url: str, clients: int, chars: int, seconds: float) -> dict:
+async def _chain(url: str, clients: int, chars: int, seconds: float, kind: str = "lean") -> dict:
     """clients sending `chars`-character streaming requests one after another for `seconds`."""
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     total, n = 0, 0
     texts = prompts(clients)
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10), limits=limits) as client:
+    async with connections(kind, url, clients) as conns:
         async def one(k: int):
             nonlocal total, n
             i = 0
             while time.monotonic() < deadline:
-                body = {"prompt": texts[k], "max_tokens": chars, "seed": k * 100_000 + i, "temperature": 0.8,
-                        "stream": True}
-                async with client.stream("POST", url + "/v1/completions", json=body) as r:
-                    r.raise_for_status()
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
-                            total += sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
+                body = {"prompt": texts[k], "max_tokens": chars, "seed": k * 100_000 + i, "temperature": 0.8}
+                async for _, text in conns[k].stream("/v1/completions", body):
+                    total += len(text)
                 n += 1
                 i += 1
 
@@ -293,6 +312,8 @@ def main() -> None:
     ap.add_argument("--engine", default="auto", help="the server's engine: auto, onnxruntime or chargen")
     ap.add_argument("--phase-seconds", type=float, default=60.0, help="bound of each long phase")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each phase; the best one counts")
+    ap.add_argument("--client", choices=["lean", "httpx"], default="lean",
+                    help="the clients: loadgen's lean asyncio client (default) or httpx's AsyncClient")
     ap.add_argument("--skip-sequential", action="store_true", help="skip the one-at-a-time phase")
     args = ap.parse_args()
 
@@ -321,12 +342,13 @@ def main() -> None:
         server = Server(path, args)
         try:
             engine = server.card["engine"]
-            asyncio.run(_clients(server.url, bodies(4, 20), time.monotonic() + 30))  # warm up the whole path
+            asyncio.run(_clients(server.url, bodies(4, 20), time.monotonic() + 30, args.client))  # warm up the whole path
             for c in args.clients:
                 best = None
                 for _ in range(args.repeat):
                     meter = CpuMeter(server.proc.pid)
-                    got = asyncio.run(_clients(server.url, bodies(c, args.chars), time.monotonic() + args.phase_seconds))
+                    got = asyncio.run(_clients(server.url, bodies(c, args.chars), time.monotonic() + args.phase_seconds,
+                                                    args.client))
                     got["cpu"] = meter.stop()
                     best = got if best is None or got["chars_s"] > best["chars_s"] else best
                 rows.append((name, engine, c, best, ceiling))
@@ -335,12 +357,13 @@ def main() -> None:
             chain = None
             for _ in range(args.repeat):
                 meter = CpuMeter(server.proc.pid)
-                got = asyncio.run(_chain(server.url, capacity, 400, args.seconds))
+                got = asyncio.run(_chain(server.url, capacity, 400, args.seconds, args.client))
                 got["cpu"] = meter.stop()
                 chain = got if chain is None or got["chars_s"] > chain["chars_s"] else chain
             print(f"  {name} chain: {chain['chars_s']:9,.0f} chars/s, {chain['requests_s']:.0f} requests/s; "
                   f"{cpu_words(chain['cpu'])}", file=sys.stderr)
-            bursts = [asyncio.run(_clients(server.url, burst_bodies(capacity), time.monotonic() + args.phase_seconds))
+            bursts = [asyncio.run(_clients(server.url, burst_bodies(capacity), time.monotonic() + args.phase_seconds,
+                                            args.client))
                       for _ in range(max(3, args.repeat))]
             burst = min(bursts, key=lambda r: pct(r["ttfc"], 50))
             seq = None
@@ -353,7 +376,7 @@ def main() -> None:
 
     print()
     print(f"gen serve on {cpu_name()}, {os.cpu_count()} CPUs; default options (engine {args.engine}, "
-          f"--max-batch {capacity}); threads {args.threads or 'default'}; best of {args.repeat} runs")
+          f"--max-batch {capacity}); threads {args.threads or 'default'}; best of {args.repeat} runs; {args.client} clients")
     print(f"long: one request of {args.chars} characters per client, prompts of 20-100 characters")
     print(f"{'model':6} {'engine':11} {'clients':>7} {'chars/s':>9} {'ttfc p50':>9} {'ttfc p99':>9} "
           f"{'gap p50':>8} {'gap p99':>8} {'in-proc':>9} {'srv/inproc':>10}  CPU (cores)")
