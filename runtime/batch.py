@@ -9,15 +9,20 @@ graph run per step (continuous batching, as a server needs it).
             print(event.slot, event.text, event.finish)
     batch.release(a)                    # cancel a slot at any time (no-op once it finished)
 
-Every slot has its own hidden state (zero at admission), prompt, sampling options and RNG
-stream. One step() advances each active slot by one character: a slot still reading its
-prompt takes its next prompt character, the others sample theirs (C, per-row settings,
-no Python loop over the rows on the sampling path). Prompts are fed inside the shared runs, so
-admitting a long prompt never stalls the other slots. While the slots reading prompts are a
-quarter of the batch or fewer, each also reads up to prefill - 1 more characters a step in
-extra runs over those slots alone, so a prompt arriving while the others generate gives its
-first character after about len(prompt) / prefill steps (a burst of prompts reads one
-character a step: extra runs as large as the step's would gain nothing).
+Every slot has its own hidden state (zero when it starts), prompt, sampling options and RNG
+stream. One step() advances each running slot by one character: a slot still reading its
+prompt takes its next prompt character, the others sample theirs (C, per-row settings, no
+Python loop over the rows on the sampling path). Prompts are fed inside the shared runs, so
+admitting a long prompt never stalls the other slots.
+
+Prompts are read faster than a character a step where that costs little: the slots reading
+prompts also read up to prefill - 1 more characters a step in extra runs over those slots
+alone, when they are at least MIN_RUN (a run of a few rows costs about what a row of the
+shared run does) or when few slots generate (a quarter of the batch or fewer: few wait on the
+extra runs). At most `reading` slots read prompts at once, in the order they were admitted;
+the others wait for their turn (counted as active, not yet stepped), so in a burst of prompts
+the first ones get their first characters after a fraction of the time it takes to read
+them all together.
 
 What a slot generates depends on its prompt, options and seed only, never on the other slots,
 where the step's rows are independent: fp32 and fp16 models on onnxruntime (each row of a
@@ -33,6 +38,7 @@ a Batch (a server's stepping thread).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import os
@@ -46,6 +52,8 @@ from chargen.runtime.stops import StopMatcher
 
 MAX_LOGPROBS = 20
 PREFILL = 8  # prompt characters a slot may read in one step (Batch._prefill)
+READING = 8  # slots reading their prompts at once; later ones wait their turn (Batch._enter_waiting)
+MIN_RUN = 4  # reading slots whose extra runs cost about what the shared run does per row
 
 
 class BatchFull(RuntimeError):
@@ -70,10 +78,12 @@ class SlotEvent(NamedTuple):
 
 
 class _Slot:
-    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "logprobs")
+    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "logprobs", "options", "seed")
 
-    def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int):
+    def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int, seed: int):
         self.id = id_
+        self.options = options
+        self.seed = seed
         self.prompt = prompt  # symbol ids still to feed from pos on
         self.pos = 0
         self.generated = 0
@@ -85,16 +95,19 @@ class _Slot:
 class Batch:
     """Up to max_batch slots over one Model. See the module docstring."""
 
-    def __init__(self, model, max_batch: int = 64, prefill: int = PREFILL):
+    def __init__(self, model, max_batch: int = 64, prefill: int = PREFILL, reading: int = READING):
         from chargen.runtime._sampler import RowSampler
 
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, not {max_batch!r}")
         if isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 1:
             raise ValueError(f"prefill must be an integer >= 1, not {prefill!r}")
+        if isinstance(reading, bool) or not isinstance(reading, int) or reading < 1:
+            raise ValueError(f"reading must be an integer >= 1, not {reading!r}")
         self.model = model
         self.capacity = max_batch
         self.prefill = prefill
+        self.reading = reading
         self.engine = model.engine_for(max_batch)
         V = model.vocab_size
         self._chars = model.vocab.chars
@@ -112,20 +125,21 @@ class Batch:
         self._sampling = np.zeros(C, np.uint8)  # 1: the row samples its next character this step
         self._rngs = np.zeros((C, 4), np.uint64)
         self._sampler = RowSampler(V)
-        self._rows: list[_Slot] = []
+        self._rows: list[_Slot] = []  # the running slots, row by row
         self._row_of: dict[int, int] = {}
+        self._waiting: collections.deque[_Slot] = collections.deque()  # admitted, not running yet
         self._ids = itertools.count()
         self.steps = 0
 
     # ------------------------------------------------------------ slots
     @property
     def active(self) -> int:
-        """Slots admitted and not finished or released."""
-        return len(self._rows)
+        """Slots admitted and not finished or released (waiting for their turn included)."""
+        return len(self._rows) + len(self._waiting)
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self._rows)
+        return self.capacity - self.active
 
     def admit(self, prompt: str, options: GenerationOptions | None = None, *, unknown: str = "error",
               logprobs: int = 0) -> int:
@@ -133,8 +147,6 @@ class Batch:
         random one); returns its handle (an int never reused). Raises BatchFull,
         UnknownCharactersError (naming the characters), ValueError (an empty prompt, bad
         arguments)."""
-        from chargen.runtime._sampler import rng_state
-
         if options is None:
             options = GenerationOptions()
         elif not isinstance(options, GenerationOptions):
@@ -149,23 +161,12 @@ class Batch:
         if not ids:
             why = " after skipping unknown characters" if unknown == "skip" else ""
             raise ValueError(f"the prompt is empty{why}: the model needs at least one character to start from")
-        if len(self._rows) >= self.capacity:
+        if self.active >= self.capacity:
             raise BatchFull(f"all {self.capacity} slots are in use")
         seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little")
 
-        n = len(self._rows)
-        self._core.resize(n, n + 1)
-        h = self._core.state(n + 1)
-        h[:, n] = 0.0
-        self._core.set_state(n + 1, h)
-        slot = _Slot(next(self._ids), ids, options, logprobs)
-        self._rows.append(slot)
-        self._row_of[slot.id] = n
-        self._temperature[n] = options.temperature
-        self._top_k[n] = options.top_k
-        self._top_p[n] = options.top_p
-        self._sampling[n] = 0
-        self._rngs[n] = rng_state(seed, 0)
+        slot = _Slot(next(self._ids), ids, options, logprobs, seed)
+        self._waiting.append(slot)
         return slot.id
 
     def release(self, slot: int) -> None:
@@ -173,11 +174,18 @@ class Batch:
         row = self._row_of.get(slot)
         if row is not None:
             self._remove(row)
+            return
+        for s in self._waiting:
+            if s.id == slot:
+                self._waiting.remove(s)
+                return
 
     # ------------------------------------------------------------ the step
     def step(self) -> list[SlotEvent]:
         """One graph run: every active slot advances one character. Returns the events of the
         slots that generated a character or finished; finished slots are gone afterwards."""
+        if self._waiting:
+            self._enter_waiting()
         rows = self._rows
         n = len(rows)
         if n == 0:
@@ -223,6 +231,29 @@ class Batch:
         return events
 
     # ------------------------------------------------------------ rows
+    def _enter_waiting(self) -> None:
+        """Waiting slots take rows, oldest first, while fewer than `reading` running slots are
+        reading their prompts."""
+        from chargen.runtime._sampler import rng_state
+
+        reading = sum(s.pos < len(s.prompt) for s in self._rows)
+        while self._waiting and reading < self.reading:
+            slot = self._waiting.popleft()
+            n = len(self._rows)
+            self._core.resize(n, n + 1)
+            h = self._core.state(n + 1)
+            h[:, n] = 0.0
+            self._core.set_state(n + 1, h)
+            self._rows.append(slot)
+            self._row_of[slot.id] = n
+            o = slot.options
+            self._temperature[n] = o.temperature
+            self._top_k[n] = o.top_k
+            self._top_p[n] = o.top_p
+            self._sampling[n] = 0
+            self._rngs[n] = rng_state(slot.seed, 0)
+            reading += 1
+
     def _remove(self, row: int) -> None:
         rows = self._rows
         last = len(rows) - 1
@@ -240,13 +271,17 @@ class Batch:
 
     def _prefill(self, rows: list[_Slot]) -> None:
         """Extra runs over the slots still reading their prompts, up to prefill - 1 characters
-        each before the step's own run (which takes one more), while those slots are a quarter of
-        the batch or fewer: a prompt that arrives while the others generate then waits about
-        len(prompt) / prefill steps, and the extra runs are small beside the step's. (A burst
-        of prompts gains nothing from them: their runs would be as large as the step's.)"""
+        each before the step's own run (which takes one more). Only where they cost little: when
+        at least MIN_RUN slots read (runs of that many rows cost about what the shared run does
+        per row), or when few slots generate (a quarter of the batch or fewer: few wait on the
+        extra runs). A lone prompt among many generating slots is read a character a step in
+        the shared run, its cheapest."""
         reading = [(i, min(self.prefill - 1, len(s.prompt) - s.pos - 1)) for i, s in enumerate(rows)
                    if len(s.prompt) - s.pos >= 2]
-        if not reading or len(reading) > max(1, len(rows) // 4):
+        if not reading:
+            return
+        generating = sum(s.pos >= len(s.prompt) for s in rows)
+        if len(reading) < MIN_RUN and generating > max(1, self.capacity // 4):
             return
         core, pre = self._core, self._pre
         h = core.state(len(rows))

@@ -71,22 +71,23 @@ def test_a_full_batch_refuses_and_a_released_slot_frees_its_row(model):
     assert len(set(slots)) == 3 and batch.free == 0
     with pytest.raises(BatchFull):
         batch.admit("A", options(5))
+    got = {s: "" for s in slots}
     for _ in range(10):
-        batch.step()
+        for e in batch.step():
+            got[e.slot] += e.text
     batch.release(slots[0])  # a client that went away: its row goes to the last slot
     batch.release(slots[0])  # twice: nothing
     assert batch.active == 2
     newcomer = batch.admit(PROMPTS[1], options(1))
     assert newcomer not in slots  # handles are never reused
-    got = {s: "" for s in slots + [newcomer]}
+    got[newcomer] = ""
     while batch.active:
         for e in batch.step():
             assert e.slot != slots[0]
             got[e.slot] += e.text
     assert got[newcomer] == alone(model, 1)
-    for j in (1, 2):  # the slots that stayed went on as if alone; their first 10 steps were
-        whole = Generator(model, options(j)).generate("ROMEO: ")[0]  # prompt and 3 characters
-        assert got[slots[j]] == whole[3:]
+    for j in (1, 2):  # the slots that stayed went on as if alone
+        assert got[slots[j]] == Generator(model, options(j)).generate("ROMEO: ")[0]
 
 
 def test_stop_strings_and_lengths_finish_a_slot(model):
@@ -131,19 +132,56 @@ def test_prompts_are_fed_inside_the_shared_steps(model, prefill):
     assert text == Generator(model, GenerationOptions(max_length=5, seed=4)).generate(long_prompt)[0]
 
 
-def test_a_burst_of_prompts_takes_no_extra_runs(model):
-    """Prefill runs only where the slots reading prompts are a quarter of the batch or fewer."""
+def first_text_steps(batch: Batch, slots: list[int]) -> tuple[dict[int, int], dict[int, str]]:
+    """Step until every slot finished: the step (1-based) of each slot's first character, and
+    each slot's text."""
+    first, texts, step = {}, {s: "" for s in slots}, 0
+    while batch.active:
+        step += 1
+        for e in batch.step():
+            texts[e.slot] += e.text
+            if e.text:
+                first.setdefault(e.slot, step)
+    return first, texts
+
+
+def test_a_burst_reads_its_prompts_in_turn_and_each_text_is_its_own(model):
+    """At most `reading` slots read prompts at once, in admission order, with extra runs: the
+    first ones start generating after a fraction of the whole burst's prompt steps."""
+    batch = Batch(model, max_batch=12, prefill=8, reading=4)
+    slots = [batch.admit(PROMPTS[3], options(j, 30)) for j in range(12)]
+    assert batch.active == 12 and batch.free == 0  # waiting slots hold their place
+    with pytest.raises(BatchFull):
+        batch.admit("A")
+    first, texts = first_text_steps(batch, slots)
+    per_group = -(-len(PROMPTS[3]) // 8)  # steps to read one prompt, 8 characters a step
+    assert [first[s] for s in slots] == [1 + per_group * (1 + j // 4) for j in range(12)]
+    for j, s in enumerate(slots):
+        got = Generator(model, options(j, 30)).generate(PROMPTS[3])[0]
+        assert texts[s] == got, f"request {j}"
+
+
+def test_a_lone_prompt_among_many_generating_slots_is_read_in_the_shared_run(model):
+    """Extra runs of one row cost more per character than a row of the shared run: with most
+    of the batch generating, a single newcomer reads a character a step."""
     batch = Batch(model, max_batch=8, prefill=8)
-    for j in range(4):
-        batch.admit(PROMPTS[3], options(j))
-    steps = 0
-    while not any(e.text for e in batch.step()):
-        steps += 1
-    assert steps == len(PROMPTS[3])
+    busy = [batch.admit("A", options(j, 200)) for j in range(6)]
+    batch.step()
+    batch.step()
+    late = batch.admit(PROMPTS[3], options(7, 5))
+    first, texts = first_text_steps(batch, busy + [late])
+    assert first[late] == len(PROMPTS[3]) + 1
+    assert texts[late] == Generator(model, options(7, 5)).generate(PROMPTS[3])[0]
+    # the same newcomer on an idle batch: extra runs (nobody waits on them)
+    batch = Batch(model, max_batch=8, prefill=8)
+    late = batch.admit(PROMPTS[3], options(7, 5))
+    first, texts = first_text_steps(batch, [late])
+    assert first[late] == -(-len(PROMPTS[3]) // 8) + 1
+    assert texts[late] == Generator(model, options(7, 5)).generate(PROMPTS[3])[0]
 
 
 def test_logprobs_are_the_models_log_softmax(model):
-    batch = Batch(model, max_batch=2)
+    batch = Batch(model, max_batch=2, prefill=1)
     batch.admit("ROMEO: ", GenerationOptions(temperature=0.7, seed=9, max_length=20), logprobs=3)
     plain = batch.admit("ROMEO: ", GenerationOptions(temperature=0.7, seed=9, max_length=20))
     gen = Generator(model, GenerationOptions(temperature=0.7, seed=9, max_length=20))
@@ -182,6 +220,8 @@ def test_bad_requests_are_refused_before_taking_a_slot(model):
         Batch(model, max_batch=0)
     with pytest.raises(ValueError, match="prefill"):
         Batch(model, prefill=0)
+    with pytest.raises(ValueError, match="reading"):
+        Batch(model, reading=0)
     assert batch.active == 0 and batch.step() == []
     slot = batch.admit("snow\u2603man", GenerationOptions(max_length=1, seed=2), unknown="skip")
     texts = [e.text for e in batch.step() + batch.step() + batch.step() + batch.step() + batch.step()
