@@ -42,6 +42,7 @@ import collections
 import itertools
 import math
 import os
+import random
 from typing import NamedTuple
 
 import numpy as np
@@ -129,6 +130,7 @@ class Batch:
         self._row_of: dict[int, int] = {}
         self._waiting: collections.deque[_Slot] = collections.deque()  # admitted, not running yet
         self._ids = itertools.count()
+        self._seeds = random.Random(os.urandom(16))  # unseeded slots' seeds (no syscall per slot)
         self.steps = 0
 
     # ------------------------------------------------------------ slots
@@ -163,7 +165,7 @@ class Batch:
             raise ValueError(f"the prompt is empty{why}: the model needs at least one character to start from")
         if self.active >= self.capacity:
             raise BatchFull(f"all {self.capacity} slots are in use")
-        seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "little")
+        seed = options.seed if options.seed is not None else self._seeds.getrandbits(64)
 
         slot = _Slot(next(self._ids), ids, options, logprobs, seed)
         self._waiting.append(slot)
