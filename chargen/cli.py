@@ -6,6 +6,7 @@ Each command imports its stage lazily, so `gen sample` never loads torch.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -143,6 +144,16 @@ def train(
         raise typer.Exit(130)
     if result.interrupted:
         raise typer.Exit(130)
+    from chargen.train import distributed
+
+    if distributed.launched_by_torchrun():
+        # the run is over: checkpoints written and closed, the process group destroyed. torch's
+        # gloo teardown at interpreter exit still aborted a rank now and then on a busy machine
+        # ("terminate called without an active exception", SIGABRT), failing a finished run;
+        # a rank of torchrun therefore leaves without the interpreter's teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # ---------------------------------------------------------------- export, eval (chargen.export)
