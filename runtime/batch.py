@@ -9,8 +9,8 @@ graph run per step (continuous batching, as a server needs it).
             print(event.slot, event.text, event.finish)
     batch.release(a)                    # cancel a slot at any time (no-op once it finished)
 
-Every slot has its own hidden state (zero when it starts), prompt, sampling options and RNG
-stream. One step() advances each running slot by one character: a slot still reading its
+Every slot has its own hidden state (zero at admission), prompt, sampling options and RNG
+stream. One step() advances each active slot by one character: a slot still reading its
 prompt takes its next prompt character, the others sample theirs (C, per-row settings, no
 Python loop over the rows on the sampling path). Prompts are fed inside the shared runs, so
 admitting a long prompt never stalls the other slots.
@@ -19,10 +19,9 @@ Prompts are read faster than a character a step where that costs little: the slo
 prompts also read up to prefill - 1 more characters a step in extra runs over those slots
 alone, when they are at least MIN_RUN (a run of a few rows costs about what a row of the
 shared run does) or when few slots generate (a quarter of the batch or fewer: few wait on the
-extra runs). At most `reading` slots read prompts at once, in the order they were admitted;
-the others wait for their turn (counted as active, not yet stepped), so in a burst of prompts
-the first ones get their first characters after a fraction of the time it takes to read
-them all together.
+extra runs). A burst of prompts is read together: the step reads a prompt character at the
+cost of generating one, so reading some prompts first only moves time from the last first
+characters to the earliest (measured: docs/speed.md).
 
 What a slot generates depends on its prompt, options and seed only, never on the other slots,
 where the step's rows are independent: fp32 and fp16 models on onnxruntime (each row of a
@@ -38,7 +37,6 @@ a Batch (a server's stepping thread).
 
 from __future__ import annotations
 
-import collections
 import itertools
 import math
 import os
@@ -53,7 +51,6 @@ from chargen.runtime.stops import StopMatcher
 
 MAX_LOGPROBS = 20
 PREFILL = 8  # prompt characters a slot may read in one step (Batch._prefill)
-READING = 8  # slots reading their prompts at once; later ones wait their turn (Batch._enter_waiting)
 MIN_RUN = 4  # reading slots whose extra runs cost about what the shared run does per row
 
 
@@ -79,12 +76,10 @@ class SlotEvent(NamedTuple):
 
 
 class _Slot:
-    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "logprobs", "options", "seed")
+    __slots__ = ("id", "prompt", "pos", "generated", "max_length", "stops", "logprobs")
 
-    def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int, seed: int):
+    def __init__(self, id_, prompt, options: GenerationOptions, logprobs: int):
         self.id = id_
-        self.options = options
-        self.seed = seed
         self.prompt = prompt  # symbol ids still to feed from pos on
         self.pos = 0
         self.generated = 0
@@ -96,19 +91,16 @@ class _Slot:
 class Batch:
     """Up to max_batch slots over one Model. See the module docstring."""
 
-    def __init__(self, model, max_batch: int = 64, prefill: int = PREFILL, reading: int = READING):
+    def __init__(self, model, max_batch: int = 64, prefill: int = PREFILL):
         from chargen.runtime._sampler import RowSampler
 
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, not {max_batch!r}")
         if isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 1:
             raise ValueError(f"prefill must be an integer >= 1, not {prefill!r}")
-        if isinstance(reading, bool) or not isinstance(reading, int) or reading < 1:
-            raise ValueError(f"reading must be an integer >= 1, not {reading!r}")
         self.model = model
         self.capacity = max_batch
         self.prefill = prefill
-        self.reading = reading
         self.engine = model.engine_for(max_batch)
         V = model.vocab_size
         self._chars = model.vocab.chars
@@ -126,9 +118,8 @@ class Batch:
         self._sampling = np.zeros(C, np.uint8)  # 1: the row samples its next character this step
         self._rngs = np.zeros((C, 4), np.uint64)
         self._sampler = RowSampler(V)
-        self._rows: list[_Slot] = []  # the running slots, row by row
+        self._rows: list[_Slot] = []
         self._row_of: dict[int, int] = {}
-        self._waiting: collections.deque[_Slot] = collections.deque()  # admitted, not running yet
         self._ids = itertools.count()
         self._seeds = random.Random(os.urandom(16))  # unseeded slots' seeds (no syscall per slot)
         self.steps = 0
@@ -136,12 +127,12 @@ class Batch:
     # ------------------------------------------------------------ slots
     @property
     def active(self) -> int:
-        """Slots admitted and not finished or released (waiting for their turn included)."""
-        return len(self._rows) + len(self._waiting)
+        """Slots admitted and not finished or released."""
+        return len(self._rows)
 
     @property
     def free(self) -> int:
-        return self.capacity - self.active
+        return self.capacity - len(self._rows)
 
     def admit(self, prompt: str, options: GenerationOptions | None = None, *, unknown: str = "error",
               logprobs: int = 0) -> int:
@@ -149,6 +140,8 @@ class Batch:
         random one); returns its handle (an int never reused). Raises BatchFull,
         UnknownCharactersError (naming the characters), ValueError (an empty prompt, bad
         arguments)."""
+        from chargen.runtime._sampler import rng_state
+
         if options is None:
             options = GenerationOptions()
         elif not isinstance(options, GenerationOptions):
@@ -163,12 +156,23 @@ class Batch:
         if not ids:
             why = " after skipping unknown characters" if unknown == "skip" else ""
             raise ValueError(f"the prompt is empty{why}: the model needs at least one character to start from")
-        if self.active >= self.capacity:
+        if len(self._rows) >= self.capacity:
             raise BatchFull(f"all {self.capacity} slots are in use")
         seed = options.seed if options.seed is not None else self._seeds.getrandbits(64)
 
-        slot = _Slot(next(self._ids), ids, options, logprobs, seed)
-        self._waiting.append(slot)
+        n = len(self._rows)
+        self._core.resize(n, n + 1)
+        h = self._core.state(n + 1)
+        h[:, n] = 0.0
+        self._core.set_state(n + 1, h)
+        slot = _Slot(next(self._ids), ids, options, logprobs)
+        self._rows.append(slot)
+        self._row_of[slot.id] = n
+        self._temperature[n] = options.temperature
+        self._top_k[n] = options.top_k
+        self._top_p[n] = options.top_p
+        self._sampling[n] = 0
+        self._rngs[n] = rng_state(seed, 0)
         return slot.id
 
     def release(self, slot: int) -> None:
@@ -176,18 +180,11 @@ class Batch:
         row = self._row_of.get(slot)
         if row is not None:
             self._remove(row)
-            return
-        for s in self._waiting:
-            if s.id == slot:
-                self._waiting.remove(s)
-                return
 
     # ------------------------------------------------------------ the step
     def step(self) -> list[SlotEvent]:
         """One graph run: every active slot advances one character. Returns the events of the
         slots that generated a character or finished; finished slots are gone afterwards."""
-        if self._waiting:
-            self._enter_waiting()
         rows = self._rows
         n = len(rows)
         if n == 0:
@@ -233,29 +230,6 @@ class Batch:
         return events
 
     # ------------------------------------------------------------ rows
-    def _enter_waiting(self) -> None:
-        """Waiting slots take rows, oldest first, while fewer than `reading` running slots are
-        reading their prompts."""
-        from chargen.runtime._sampler import rng_state
-
-        reading = sum(s.pos < len(s.prompt) for s in self._rows)
-        while self._waiting and reading < self.reading:
-            slot = self._waiting.popleft()
-            n = len(self._rows)
-            self._core.resize(n, n + 1)
-            h = self._core.state(n + 1)
-            h[:, n] = 0.0
-            self._core.set_state(n + 1, h)
-            self._rows.append(slot)
-            self._row_of[slot.id] = n
-            o = slot.options
-            self._temperature[n] = o.temperature
-            self._top_k[n] = o.top_k
-            self._top_p[n] = o.top_p
-            self._sampling[n] = 0
-            self._rngs[n] = rng_state(slot.seed, 0)
-            reading += 1
-
     def _remove(self, row: int) -> None:
         rows = self._rows
         last = len(rows) - 1
@@ -285,18 +259,32 @@ class Batch:
         generating = sum(s.pos >= len(s.prompt) for s in rows)
         if len(reading) < MIN_RUN and generating > max(1, self.capacity // 4):
             return
+        # most extra characters first, so that every run covers the first rows of the prefill
+        # core: its state goes in once and each row's comes back once, when its extras are done
+        reading.sort(key=lambda r: -r[1])
+        idx = [i for i, _ in reading]
+        extras = [e for _, e in reading]
+        most = extras[0]
+        toks = np.array([rows[i].prompt[rows[i].pos:rows[i].pos + e] + [0] * (most - e) for i, e in reading], np.int64)
         core, pre = self._core, self._pre
-        h = core.state(len(rows))
-        for k in range(max(extra for _, extra in reading)):
-            idx = [i for i, extra in reading if extra > k]
-            m = len(idx)
-            pre.token[:m] = [rows[i].prompt[rows[i].pos] for i in idx]
-            pre.set_state(m, h[:, idx])
+        n = len(rows)
+        h = core.state(n)
+        m = len(idx)
+        pre.set_state(m, h[:, idx])
+        for k in range(most):
+            live = m
+            while extras[live - 1] <= k:
+                live -= 1
+            if live < m:  # these rows read all their extras: their state goes back
+                h[:, idx[live:m]] = pre.state(m)[:, live:m]
+                pre.resize(m, live)
+                m = live
+            pre.token[:m] = toks[:m, k]
             pre.run(m)
-            h[:, idx] = pre.state(m)
-            for i in idx:
-                rows[i].pos += 1
-        core.set_state(len(rows), h)
+        h[:, idx[:m]] = pre.state(m)
+        for i, e in reading:
+            rows[i].pos += e
+        core.set_state(n, h)
 
     def _run(self, n: int) -> None:
         self._core.run(n)

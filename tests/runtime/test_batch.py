@@ -145,20 +145,16 @@ def first_text_steps(batch: Batch, slots: list[int]) -> tuple[dict[int, int], di
     return first, texts
 
 
-def test_a_burst_reads_its_prompts_in_turn_and_each_text_is_its_own(model):
-    """At most `reading` slots read prompts at once, in admission order, with extra runs: the
-    first ones start generating after a fraction of the whole burst's prompt steps."""
-    batch = Batch(model, max_batch=12, prefill=8, reading=4)
-    slots = [batch.admit(PROMPTS[3], options(j, 30)) for j in range(12)]
-    assert batch.active == 12 and batch.free == 0  # waiting slots hold their place
-    with pytest.raises(BatchFull):
-        batch.admit("A")
+def test_a_burst_of_prompts_is_read_together_with_extra_runs(model):
+    """MIN_RUN or more slots reading: extra runs, prefill characters a step for every prompt,
+    and each slot writes what it writes alone."""
+    batch = Batch(model, max_batch=8, prefill=8)
+    prompts = [PROMPTS[3], PROMPTS[3][3:], PROMPTS[3][::-1], PROMPTS[3][4:]]
+    slots = [batch.admit(p, options(j, 30)) for j, p in enumerate(prompts)]
     first, texts = first_text_steps(batch, slots)
-    per_group = -(-len(PROMPTS[3]) // 8)  # steps to read one prompt, 8 characters a step
-    assert [first[s] for s in slots] == [1 + per_group * (1 + j // 4) for j in range(12)]
-    for j, s in enumerate(slots):
-        got = Generator(model, options(j, 30)).generate(PROMPTS[3])[0]
-        assert texts[s] == got, f"request {j}"
+    assert [first[s] for s in slots] == [-(-len(p) // 8) + 1 for p in prompts]
+    for j, (s, p) in enumerate(zip(slots, prompts)):
+        assert texts[s] == Generator(model, options(j, 30)).generate(p)[0], f"request {j}"
 
 
 def test_a_lone_prompt_among_many_generating_slots_is_read_in_the_shared_run(model):
@@ -220,8 +216,6 @@ def test_bad_requests_are_refused_before_taking_a_slot(model):
         Batch(model, max_batch=0)
     with pytest.raises(ValueError, match="prefill"):
         Batch(model, prefill=0)
-    with pytest.raises(ValueError, match="reading"):
-        Batch(model, reading=0)
     assert batch.active == 0 and batch.step() == []
     slot = batch.admit("snow\u2603man", GenerationOptions(max_length=1, seed=2), unknown="skip")
     texts = [e.text for e in batch.step() + batch.step() + batch.step() + batch.step() + batch.step()
