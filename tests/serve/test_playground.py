@@ -4,65 +4,27 @@ ends as the same seeded completion the API gives."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
 from servekit import complete
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
+from browserkit import WATCH, chrome, fill, wait_for  # noqa: E402  (tests/browserkit.py)
 
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if BROWSER is None:  # .ci/run installs both: a missing browser is a failed setup, not a skip
-        pytest.fail("no chromium: apt-get install chromium chromium-driver (as .ci/run does)")
-    options = Options()
-    options.binary_location = BROWSER
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = chrome()
     yield driver
     driver.quit()
 
 
-def fill(driver, field: str, value: str) -> None:
-    box = driver.find_element(By.ID, field)
-    box.clear()
-    box.send_keys(value)
-
-
 def output(driver) -> str:
     return driver.find_element(By.ID, "output").text
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-# Records the length of the generated text before every change the page makes to it (the
-# page appends each streamed piece to one text node): every step of the streaming is seen,
-# however fast the machine, with no polling race.
-WATCH = """
-window.seen = [];
-new MutationObserver(records => {
-  for (const r of records) if (r.type === "characterData") window.seen.push(r.oldValue.length);
-}).observe(document.getElementById("output"),
-           {subtree: true, characterData: true, characterDataOldValue: true});
-"""
 
 
 def seconds_of_text(url: str, seconds: float) -> int:

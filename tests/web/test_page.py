@@ -8,24 +8,20 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import shutil
 import threading
 import time
 
 import pytest
 from typer.testing import CliRunner
 
-from webkit import gen_sample, printed, require
+from webkit import gen_sample, printed
 
 from chargen.cli import app
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
+from browserkit import WATCH, chrome, fill, wait_for  # noqa: E402  (tests/browserkit.py)
 
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
 
 
 class Site:
@@ -66,34 +62,10 @@ def site(tmp_path_factory, web_models):
 
 @pytest.fixture(scope="module")
 def browser():
-    require(BROWSER, "chromium", "apt-get install chromium chromium-driver")
-    options = Options()
-    options.binary_location = BROWSER
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
-                # every host but 127.0.0.1 unreachable: the page must work offline
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    # every host but 127.0.0.1 unreachable: the page must work offline
+    driver = chrome("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", performance_log=True)
     yield driver
     driver.quit()
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def fill(driver, field: str, value: str) -> None:
-    box = driver.find_element(By.ID, field)
-    box.clear()
-    box.send_keys(value)
 
 
 def text(driver, field: str) -> str:
@@ -104,18 +76,6 @@ def open_page(driver, url):
     driver.get(url + "/index.html")
     ready = wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), what="the model to load")
     return ready
-
-
-# Records the length of the generated text before every change the page makes to it (the page
-# appends each character to one text node): every step of the streaming is seen, however fast
-# the machine, with no polling race.
-WATCH = """
-window.seen = [];
-new MutationObserver(records => {
-  for (const r of records) if (r.type === "characterData") window.seen.push(r.oldValue.length);
-}).observe(document.getElementById("output"),
-           {subtree: true, characterData: true, characterDataOldValue: true});
-"""
 
 
 def generate(driver, prompt: str, **fields) -> str:

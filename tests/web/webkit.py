@@ -4,24 +4,14 @@ and what gen sample prints for the same model, start and options."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from browserkit import require  # tests/browserkit.py
 
 DRIVER = Path(__file__).resolve().parent / "node_driver.mjs"
 NODE = shutil.which("node") or shutil.which("nodejs")
-
-
-def require(tool, what: str, install: str):
-    """The tool's path; where it is missing, a failure in CI (env CI set), else a skip."""
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and {what} is missing: {install} (as .ci/run does)")
-        pytest.skip(f"{what} is missing: {install}")
-    return tool
 
 
 def node(*args, ok: bool = True, timeout: float = 120, env=None) -> dict:
