@@ -11,6 +11,8 @@ in this process on 127.0.0.1 (on a small machine they take a share of the same C
                characters and --chars characters (default 1,000)
     chain      64 clients, each sending 400-character requests one after another for --seconds
                (how real clients and load tests behave): chars/s and requests/s
+    own        64 clients sending 1-character requests one after another for --own-seconds: a
+               request's own cost (event loop and stepping side CPU a request, beside no text)
     burst      64 requests with 60-character prompts sent at once, 50 characters each: time to
                first character (request sent -> first chunk with text), p50 and p99
 
@@ -352,6 +354,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[64], help="client counts of the long phase")
     ap.add_argument("--chars", type=int, default=1000, help="characters each long request generates")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the chain phase")
+    ap.add_argument("--own-seconds", type=float, default=5.0, help="length of the 1-character requests phase")
     ap.add_argument("--threads", type=int, default=None, help="the step's threads (server and in-process)")
     ap.add_argument("--engine", default="auto", help="the server's engine: auto, onnxruntime or chargen")
     ap.add_argument("--phase-seconds", type=float, default=60.0, help="bound of each long phase")
@@ -410,6 +413,9 @@ def main() -> None:
                 chain = got if chain is None or got["chars_s"] > chain["chars_s"] else chain
             print(f"  {name} chain: {chain['chars_s']:9,.0f} chars/s, {chain['requests_s']:.0f} requests/s; "
                   f"{cpu_words(chain['cpu'])}", file=sys.stderr)
+            meter = CpuMeter(server.proc.pid)
+            own = asyncio.run(_chain(server.url, capacity, 1, args.own_seconds, args.client))
+            own["cpu"] = meter.stop()
             bursts = [asyncio.run(_clients(server.url, burst_bodies(capacity), time.monotonic() + args.phase_seconds,
                                             args.client))
                       for _ in range(max(3, args.repeat))]
@@ -418,7 +424,7 @@ def main() -> None:
             if not args.skip_sequential:
                 seq = max((sequential(server.url, bodies(capacity, 200), args.phase_seconds)
                            for _ in range(args.repeat)), key=lambda r: r["chars_s"])
-            report.append((name, engine, inproc, ceiling, chain, chain_ceiling, burst, seq))
+            report.append((name, engine, inproc, ceiling, chain, chain_ceiling, own, burst, seq))
         finally:
             server.stop()
 
@@ -433,7 +439,7 @@ def main() -> None:
         print(f"{name:6} {engine:11} {c:7d} {s['chars_s']:9,.0f} {pct(s['ttfc'], 50) * 1e3:7.1f}ms "
               f"{pct(s['ttfc'], 99) * 1e3:7.1f}ms {pct(s['gaps'], 50) * 1e3:6.2f}ms {pct(s['gaps'], 99) * 1e3:6.2f}ms "
               f"{ceiling:9,.0f} {s['chars_s'] / ceiling:10.2f}  {cpu_words(s['cpu'])}{done}")
-    for name, engine, inproc, ceiling, chain, chain_ceiling, burst, seq in report:
+    for name, engine, inproc, ceiling, chain, chain_ceiling, own, burst, seq in report:
         per_request = chain["cpu"]["loop_s"] / max(1, chain["requests"]) * 1e3
         print(f"{name}: in-process batch of {capacity}: " + ", ".join(f"{e} {v:,.0f}" for e, v in inproc.items())
               + f" chars/s; the faster used {cores[name]:.2f} cores")
@@ -442,6 +448,10 @@ def main() -> None:
               f"{per_request:.2f} ms of event loop CPU a request; {cpu_words(chain['cpu'])}")
         print(f"{name}: the same chain in-process (no HTTP, {fastest_of(inproc)}): {chain_ceiling:,.0f} chars/s; "
               f"the server {chain['chars_s'] / chain_ceiling:.2f} of that")
+        wall = own["requests"] / own["requests_s"]
+        print(f"{name}: 1-character requests: {own['requests_s']:.0f} requests/s, a request's own cost "
+              f"{own['cpu']['loop'] * wall / own['requests'] * 1e3:.2f} ms of event loop CPU and "
+              f"{own['cpu']['step'] * wall / own['requests'] * 1e3:.2f} ms of stepping side CPU; {cpu_words(own['cpu'])}")
         print(f"{name}: burst of {capacity} requests with 60-character prompts: time to first character "
               f"p50 {pct(burst['ttfc'], 50) * 1e3:.0f} ms, p99 {pct(burst['ttfc'], 99) * 1e3:.0f} ms")
         if seq:
