@@ -15,15 +15,15 @@ in this process on 127.0.0.1 (on a small machine they take a share of the same C
                request's own cost (event loop and stepping side CPU a request, beside no text)
     burst      64 requests with 60-character prompts sent at once, 50 characters each: time to
                first character (request sent -> first chunk with text), p50 and p99
-
-The clients are benchmarks/loadgen.py's (asyncio, one keep-alive connection each: a tenth of a
-core here); --client httpx measures with httpx's AsyncClient instead (half a core at 64 streams
-on a 2-core machine, taken from the server under test).
     in-process chars/s of a Batch of 64 in this process with the same requests, no HTTP, each
                engine pinned (the server's ceiling: the faster one)
     chain in-process: the chain phase without HTTP (a finished slot replaced at once by the next
                request), with the faster engine: what the chain costs the step itself (more
                prompt characters a generated one than the long phase)
+
+The clients are benchmarks/loadgen.py's (asyncio, one keep-alive connection each: a tenth of a
+core here); --client httpx measures with httpx's AsyncClient instead (half a core at 64 streams
+on a 2-core machine, taken from the server under test).
 
 Columns: chars/s; ttfc p50/p99; gap p50/p99 (the time between a client's chunks divided by the
 characters in the chunk: the pace a reader sees); srv/inproc (the server's share of the
@@ -70,10 +70,6 @@ def prompts(n: int) -> list[str]:
 def bodies(n: int, chars: int) -> list[dict]:
     return [{"prompt": p, "max_tokens": chars, "seed": 1000 + i, "temperature": 0.8}
             for i, p in enumerate(prompts(n))]
-
-
-def fastest_of(inproc: dict) -> str:
-    return max(inproc, key=inproc.get)
 
 
 def pct(xs, q):
@@ -226,54 +222,37 @@ def sequential(url: str, reqs: list[dict], seconds: float) -> dict:
 IN_PROCESS_CORES: dict[str, float] = {}  # engine -> cores the in-process batch used in its best run
 
 
-def in_process(model, reqs: list[dict], capacity: int, seconds: float, repeat: int = 2) -> float:
-    """chars/s of a Batch (capacity slots, as the server's) with these requests, stepped to the end
-    (and the CPU it used, in cores, in IN_PROCESS_CORES under its engine)."""
+def in_process(model, reqs: list[dict], capacity: int, seconds: float, repeat: int = 2,
+               chain: bool = False) -> float:
+    """chars/s of a Batch (capacity slots, as the server's) with these requests, stepped to the
+    end, or with chain for `seconds`, every finished slot replaced at once by the next request
+    (the chain phase without HTTP). The CPU it used, in cores, goes in IN_PROCESS_CORES under
+    its engine (of the long runs)."""
     from chargen.runtime import GenerationOptions
     from chargen.runtime.batch import Batch
+
+    def admit(batch, b: dict, seed: int) -> None:
+        batch.admit(b["prompt"], GenerationOptions(temperature=b["temperature"], seed=seed, max_length=b["max_tokens"]))
 
     best = 0.0
     for _ in range(repeat):
         batch = Batch(model, max_batch=capacity)
         for b in reqs:
-            batch.admit(b["prompt"], GenerationOptions(temperature=b["temperature"], seed=b["seed"],
-                                                       max_length=b["max_tokens"]))
+            admit(batch, b, b["seed"])
+        sent = len(reqs)
         chars = 0
         t0, c0 = time.perf_counter(), sum(os.times()[:2])
-        while batch.active and time.perf_counter() - t0 < seconds:
+        while (chain or batch.active) and time.perf_counter() - t0 < seconds:
             for ev in batch.step():
                 chars += len(ev.text)
+                if chain and ev.finish is not None:
+                    admit(batch, reqs[sent % len(reqs)], sent)
+                    sent += 1
         wall = time.perf_counter() - t0
         if chars / wall > best:
             best = chars / wall
-            IN_PROCESS_CORES[batch.engine] = (sum(os.times()[:2]) - c0) / wall
-    return best
-
-
-
-def in_process_chain(model, capacity: int, chars: int, seconds: float, repeat: int = 2) -> float:
-    """chars/s of a Batch (capacity slots) where every finished slot is at once replaced by the
-    next 400-character request of the same prompts: the chain phase without HTTP."""
-    from chargen.runtime import GenerationOptions
-    from chargen.runtime.batch import Batch
-
-    texts = prompts(capacity)
-    best = 0.0
-    for _ in range(repeat):
-        batch = Batch(model, max_batch=capacity)
-        sent = 0
-        for k in range(capacity):
-            batch.admit(texts[k], GenerationOptions(temperature=0.8, seed=sent, max_length=chars))
-            sent += 1
-        total = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for ev in batch.step():
-                total += len(ev.text)
-                if ev.finish is not None:
-                    batch.admit(texts[sent % capacity], GenerationOptions(temperature=0.8, seed=sent, max_length=chars))
-                    sent += 1
-        best = max(best, total / (time.perf_counter() - t0))
+            if not chain:
+                IN_PROCESS_CORES[batch.engine] = (sum(os.times()[:2]) - c0) / wall
     return best
 
 
@@ -310,7 +289,7 @@ class CpuMeter:
         loop, step, clients = (m1 - self.s0[0]) / wall, (o1 - self.s0[1]) / wall, (c1 - self.c0) / wall
         cores = os.cpu_count() or 1
         return {"loop": loop, "step": step, "clients": clients, "idle": max(0.0, cores - loop - step - clients),
-                "loop_s": m1 - self.s0[0]}
+                "loop_s": m1 - self.s0[0], "step_s": o1 - self.s0[1]}
 
 
 def cpu_words(cpu: dict) -> str:
@@ -386,10 +365,11 @@ def main() -> None:
                                            session_config=SESSION_CONFIG), reqs, capacity, args.phase_seconds,
                                 args.repeat) for e in engines}
         ceiling = max(inproc.values())
-        cores[name] = IN_PROCESS_CORES[fastest_of(inproc)]
-        chain_ceiling = in_process_chain(Model.load(path, device="cpu", threads=args.threads, engine=fastest_of(inproc),
-                                                    session_config=SESSION_CONFIG), capacity, 400,
-                                         min(args.seconds, args.phase_seconds), args.repeat)
+        fastest = max(inproc, key=inproc.get)
+        cores[name] = IN_PROCESS_CORES[fastest]
+        chain_ceiling = in_process(Model.load(path, device="cpu", threads=args.threads, engine=fastest,
+                                              session_config=SESSION_CONFIG), bodies(capacity, 400), capacity,
+                                   min(args.seconds, args.phase_seconds), args.repeat, chain=True)
         server = Server(path, args)
         try:
             engine = server.card["engine"]
@@ -424,7 +404,7 @@ def main() -> None:
             if not args.skip_sequential:
                 seq = max((sequential(server.url, bodies(capacity, 200), args.phase_seconds)
                            for _ in range(args.repeat)), key=lambda r: r["chars_s"])
-            report.append((name, engine, inproc, ceiling, chain, chain_ceiling, own, burst, seq))
+            report.append((name, engine, inproc, fastest, ceiling, chain, chain_ceiling, own, burst, seq))
         finally:
             server.stop()
 
@@ -439,19 +419,18 @@ def main() -> None:
         print(f"{name:6} {engine:11} {c:7d} {s['chars_s']:9,.0f} {pct(s['ttfc'], 50) * 1e3:7.1f}ms "
               f"{pct(s['ttfc'], 99) * 1e3:7.1f}ms {pct(s['gaps'], 50) * 1e3:6.2f}ms {pct(s['gaps'], 99) * 1e3:6.2f}ms "
               f"{ceiling:9,.0f} {s['chars_s'] / ceiling:10.2f}  {cpu_words(s['cpu'])}{done}")
-    for name, engine, inproc, ceiling, chain, chain_ceiling, own, burst, seq in report:
+    for name, engine, inproc, fastest, ceiling, chain, chain_ceiling, own, burst, seq in report:
         per_request = chain["cpu"]["loop_s"] / max(1, chain["requests"]) * 1e3
         print(f"{name}: in-process batch of {capacity}: " + ", ".join(f"{e} {v:,.0f}" for e, v in inproc.items())
               + f" chars/s; the faster used {cores[name]:.2f} cores")
         print(f"{name}: chain of 400-character requests: {chain['chars_s']:,.0f} chars/s "
               f"({chain['chars_s'] / ceiling:.2f} of in-process), {chain['requests_s']:.0f} requests/s, "
               f"{per_request:.2f} ms of event loop CPU a request; {cpu_words(chain['cpu'])}")
-        print(f"{name}: the same chain in-process (no HTTP, {fastest_of(inproc)}): {chain_ceiling:,.0f} chars/s; "
+        print(f"{name}: the same chain in-process (no HTTP, {fastest}): {chain_ceiling:,.0f} chars/s; "
               f"the server {chain['chars_s'] / chain_ceiling:.2f} of that")
-        wall = own["requests"] / own["requests_s"]
         print(f"{name}: 1-character requests: {own['requests_s']:.0f} requests/s, a request's own cost "
-              f"{own['cpu']['loop'] * wall / own['requests'] * 1e3:.2f} ms of event loop CPU and "
-              f"{own['cpu']['step'] * wall / own['requests'] * 1e3:.2f} ms of stepping side CPU; {cpu_words(own['cpu'])}")
+              f"{own['cpu']['loop_s'] / own['requests'] * 1e3:.2f} ms of event loop CPU and "
+              f"{own['cpu']['step_s'] / own['requests'] * 1e3:.2f} ms of stepping side CPU; {cpu_words(own['cpu'])}")
         print(f"{name}: burst of {capacity} requests with 60-character prompts: time to first character "
               f"p50 {pct(burst['ttfc'], 50) * 1e3:.0f} ms, p99 {pct(burst['ttfc'], 99) * 1e3:.0f} ms")
         if seq:

@@ -42,11 +42,11 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "plain.onnx").write_bytes(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])).SerializeToString())
     vocab = Vocab.from_text(text)
     config = dict(vocab_size=len(vocab), embedding_dim=8, hidden_size=16, layers=1, dropout=0.0)
-    onnx.save(build_step_graph(random_weights(len(vocab), 8, 16, 1, seed=1), config, vocab), d / "model.onnx")
+    weights = random_weights(len(vocab), 8, 16, 1, seed=1)
+    onnx.save(build_step_graph(weights, config, vocab), d / "model.onnx")
     from chargen.export.onnx_export import quantize_int8
 
-    int8 = build_step_graph(random_weights(len(vocab), 8, 16, 1, seed=1), config, vocab, precision="int8")
-    onnx.save(quantize_int8(int8), d / "int8.onnx")
+    onnx.save(quantize_int8(build_step_graph(weights, config, vocab, precision="int8")), d / "int8.onnx")
     run = d / "run"
     r = gen(f"train --data {d / 'small.txt'} --out {run} {TINY} --max-steps 2 --eval-interval 2")
     assert r.returncode == 0, r.stderr
